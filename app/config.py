@@ -1,0 +1,415 @@
+"""The pipeline file (`conveyor.yml`, SPEC §3) turned into frozen, validated objects.
+
+Every problem is reported with the file, the line and the key path
+(`projects.shop.environments.staging.hosts[1]`), and all problems are reported at once.
+Unknown keys are errors: a typo must not silently switch off a safety setting.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+PROVIDERS = ("github", "gitlab", "gitea")
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_DURATION = re.compile(r"^(\d+)\s*(s|m|h)?$")
+_UNITS = {None: 1, "s": 1, "m": 60, "h": 3600}
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_HOST = re.compile(r"^(?P<user>[A-Za-z0-9_][A-Za-z0-9_.-]*)"
+                   r"@(?P<hostname>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\])"
+                   r"(?::(?P<port>\d{1,5}))?$")
+_HOST_KEY = re.compile(r"^(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|rsa-sha2-(256|512)|ssh-rsa) "
+                       r"[A-Za-z0-9+/]+={0,3}$")
+
+
+class ConfigError(Exception):
+    """The pipeline file is missing, unreadable or invalid; `problems` holds one line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Host:
+    """One deploy target: `user@host[:port]`, or `local` (the machine Conveyor runs on)."""
+
+    spec: str
+    user: str = ""
+    hostname: str = ""
+    port: int = 22
+    host_key: str | None = None
+
+    @property
+    def is_local(self) -> bool:
+        return self.spec == "local"
+
+
+@dataclass(frozen=True)
+class Environment:
+    name: str
+    branches: tuple[str, ...]
+    hosts: tuple[Host, ...]
+    path: str
+    keep_releases: int = 5
+    parallel: int = 10
+
+
+@dataclass(frozen=True)
+class Build:
+    commands: tuple[str, ...]
+    artifact: tuple[str, ...]
+    timeout: int = 900
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Status:
+    api_url: str
+    token: str
+    deployments: bool = False
+
+
+@dataclass(frozen=True)
+class Project:
+    name: str
+    provider: str
+    repo: str
+    webhook_secret: str
+    build: Build
+    environments: Mapping[str, Environment]
+    clone_url: str | None = None
+    status: Status | None = None
+
+
+@dataclass(frozen=True)
+class Ssh:
+    key: Path | None = None
+    known_hosts: Path | None = None
+    connect_timeout: int = 10
+    command_timeout: int = 600
+
+
+@dataclass(frozen=True)
+class Config:
+    public_url: str
+    ssh: Ssh
+    projects: Mapping[str, Project]
+    path: Path
+
+    def find_project(self, provider: str, repo: str) -> Project | None:
+        """The project of `provider` whose repository is `repo` (case-insensitive, like forges)."""
+        for project in self.projects.values():
+            if project.provider == provider and project.repo.lower() == repo.lower():
+                return project
+        return None
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret value the file holds, for masking in logs and answers."""
+        values = {p.webhook_secret for p in self.projects.values()}
+        values |= {p.status.token for p in self.projects.values() if p.status}
+        return tuple(v for v in values if v)
+
+
+def load(path: Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate the pipeline file at `path`; raise ConfigError listing every problem."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read the pipeline file: {exc.strerror}"]) from None
+    return parse(text, path, os.environ if environ is None else environ)
+
+
+def parse(text: str, path: Path, environ: Mapping[str, str]) -> Config:
+    """Validate the YAML `text` (read from `path`) into a Config."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", exc)
+        raise ConfigError([f"{path}{line}: not valid YAML: {problem}"]) from None
+    reader = _Reader(str(path), environ)
+    config = reader.config(root, Path(path))
+    if reader.problems or config is None:
+        raise ConfigError(reader.problems or [f"{path}: the file is empty"])
+    return config
+
+
+def parse_duration(value: str | int) -> int | None:
+    """Seconds in `90`, `90s`, `15m` or `1h`; None when it is not a duration."""
+    match = _DURATION.match(str(value).strip())
+    return int(match.group(1)) * _UNITS[match.group(2)] if match else None
+
+
+def parse_host(spec: str, host_key: str | None = None) -> Host | None:
+    """A Host from `user@host[:port]` or `local`; None when the text is neither."""
+    if spec == "local":
+        return Host(spec="local")
+    match = _HOST.match(spec)
+    if not match or int(match.group("port") or 22) > 65535:
+        return None
+    hostname = match.group("hostname").strip("[]")
+    return Host(spec=spec, user=match.group("user"), hostname=hostname,
+                port=int(match.group("port") or 22), host_key=host_key)
+
+
+class _Reader:
+    """Walks the YAML node tree, collecting problems with their line and key path."""
+
+    def __init__(self, filename: str, environ: Mapping[str, str]) -> None:
+        self.filename = filename
+        self.environ = environ
+        self.problems: list[str] = []
+
+    def problem(self, node: Node | None, path: str, message: str) -> None:
+        line = f":{node.start_mark.line + 1}" if node is not None else ""
+        self.problems.append(f"{self.filename}{line}: {path or '(top level)'}: {message}")
+
+    # -- shapes ---------------------------------------------------------------
+
+    def mapping(self, node: Node | None, path: str, keys: Mapping[str, bool]) -> dict[str, Node]:
+        """The entries of a mapping whose allowed keys are `keys` (name -> required)."""
+        if node is None or (isinstance(node, ScalarNode) and node.value == ""):
+            node_map: dict[str, Node] = {}
+        elif not isinstance(node, MappingNode):
+            self.problem(node, path, "must be a mapping of keys to values")
+            return {}
+        else:
+            node_map = {}
+            for key_node, value_node in node.value:
+                key = str(key_node.value)
+                here = f"{path}.{key}" if path else key
+                if key not in keys:
+                    allowed = ", ".join(sorted(keys))
+                    self.problem(key_node, here, f"unknown key {key!r}; allowed here: {allowed}")
+                elif key in node_map:
+                    self.problem(key_node, here, "is given twice")
+                else:
+                    node_map[key] = value_node
+        for key, required in keys.items():
+            if required and key not in node_map:
+                self.problem(node, f"{path}.{key}" if path else key, "is required")
+        return node_map
+
+    def entries(self, node: Node, path: str) -> list[tuple[str, Node, Node]]:
+        """(name, key node, value node) of a mapping with free names (projects, environments)."""
+        if not isinstance(node, MappingNode):
+            self.problem(node, path, "must be a mapping of names to settings")
+            return []
+        result = []
+        for key_node, value_node in node.value:
+            name = str(key_node.value)
+            if not _NAME.match(name):
+                self.problem(key_node, f"{path}.{name}",
+                             "names may hold letters, digits, '.', '_' and '-'")
+                continue
+            result.append((name, key_node, value_node))
+        return result
+
+    def string(self, node: Node, path: str, *, secret: bool = False) -> str | None:
+        """A scalar as text, with `${VAR}` replaced from the environment."""
+        if not isinstance(node, ScalarNode) or node.value == "":
+            self.problem(node, path, "must be a non-empty text value")
+            return None
+        missing = [name for name in _VAR.findall(node.value) if name not in self.environ]
+        if missing:
+            self.problem(node, path, f"environment variable {missing[0]} is not set")
+            return None
+        value = _VAR.sub(lambda m: self.environ[m.group(1)], node.value)
+        if secret and not value:
+            self.problem(node, path, "is empty")
+            return None
+        return value
+
+    def strings(self, node: Node, path: str) -> tuple[str, ...]:
+        """A list of texts; a single text is accepted as a list of one."""
+        if isinstance(node, ScalarNode):
+            value = self.string(node, path)
+            return (value,) if value else ()
+        if not isinstance(node, SequenceNode) or not node.value:
+            self.problem(node, path, "must be a non-empty list of text values")
+            return ()
+        values = [self.string(item, f"{path}[{i}]") for i, item in enumerate(node.value)]
+        return tuple(v for v in values if v)
+
+    def integer(self, node: Node, path: str, minimum: int) -> int | None:
+        value = self.string(node, path)
+        if value is None:
+            return None
+        if not value.isdigit() or int(value) < minimum:
+            self.problem(node, path, f"must be a whole number of at least {minimum}, not {value!r}")
+            return None
+        return int(value)
+
+    def duration(self, node: Node, path: str) -> int | None:
+        value = self.string(node, path)
+        if value is None:
+            return None
+        seconds = parse_duration(value)
+        if not seconds:
+            self.problem(node, path, f"must be a duration like 90, 90s, 15m or 1h, not {value!r}")
+        return seconds
+
+    def boolean(self, node: Node, path: str) -> bool | None:
+        if isinstance(node, ScalarNode) and node.tag == "tag:yaml.org,2002:bool":
+            return node.value.lower() in ("true", "yes", "on")
+        self.problem(node, path, "must be true or false")
+        return None
+
+    def choice(self, node: Node, path: str, allowed: tuple[str, ...]) -> str | None:
+        value = self.string(node, path)
+        if value is not None and value not in allowed:
+            self.problem(node, path, f"must be one of {', '.join(allowed)}, not {value!r}")
+            return None
+        return value
+
+    def optional(self, nodes: Mapping[str, Node], key: str, path: str,
+                 read: Callable[[Node, str], Any], default: Any) -> Any:
+        """Read `key` with `read` when present; otherwise the default."""
+        if key not in nodes:
+            return default
+        value = read(nodes[key], f"{path}.{key}")
+        return default if value is None else value
+
+    # -- sections -------------------------------------------------------------
+
+    def config(self, root: Node | None, path: Path) -> Config | None:
+        if root is None:
+            return None
+        top = self.mapping(root, "", {"server": False, "ssh": False, "projects": True})
+        server = self.mapping(top.get("server"), "server", {"public_url": False})
+        public_url = self.optional(server, "public_url", "server", self.string,
+                                   "http://127.0.0.1:8000")
+        ssh = self.ssh(top.get("ssh"))
+        projects: dict[str, Project] = {}
+        if "projects" in top:
+            for name, _key, node in self.entries(top["projects"], "projects"):
+                project = self.project(name, node, f"projects.{name}")
+                if project:
+                    projects[name] = project
+        return Config(public_url=public_url.rstrip("/"), ssh=ssh, projects=projects, path=path)
+
+    def ssh(self, node: Node | None) -> Ssh:
+        keys = {"key": False, "known_hosts": False, "connect_timeout": False,
+                "command_timeout": False}
+        nodes = self.mapping(node, "ssh", keys)
+        key = self.optional(nodes, "key", "ssh", self.string, None)
+        known_hosts = self.optional(nodes, "known_hosts", "ssh", self.string, None)
+        return Ssh(
+            key=Path(key) if key else None,
+            known_hosts=Path(known_hosts) if known_hosts else None,
+            connect_timeout=self.optional(nodes, "connect_timeout", "ssh", self.duration, 10),
+            command_timeout=self.optional(nodes, "command_timeout", "ssh", self.duration, 600),
+        )
+
+    def project(self, name: str, node: Node, path: str) -> Project | None:
+        keys = {"provider": True, "repo": True, "webhook_secret": True, "clone_url": False,
+                "status": False, "build": True, "environments": True}
+        nodes = self.mapping(node, path, keys)
+        before = len(self.problems)
+        provider = self.optional(nodes, "provider", path,
+                                 lambda n, p: self.choice(n, p, PROVIDERS), None)
+        repo = self.optional(nodes, "repo", path, self.string, None)
+        secret = self.optional(nodes, "webhook_secret", path,
+                               lambda n, p: self.string(n, p, secret=True), None)
+        clone_url = self.optional(nodes, "clone_url", path, self.string, None)
+        status = self.status(nodes["status"], f"{path}.status") if "status" in nodes else None
+        build = self.build(nodes["build"], f"{path}.build") if "build" in nodes else None
+        environments: dict[str, Environment] = {}
+        if "environments" in nodes:
+            for env_name, _key, env_node in self.entries(nodes["environments"],
+                                                         f"{path}.environments"):
+                env = self.environment(env_name, env_node, f"{path}.environments.{env_name}")
+                if env:
+                    environments[env_name] = env
+        if len(self.problems) > before or not (provider and repo and secret and build):
+            return None
+        return Project(name=name, provider=provider, repo=repo, webhook_secret=secret,
+                       build=build, environments=environments, clone_url=clone_url,
+                       status=status)
+
+    def status(self, node: Node, path: str) -> Status | None:
+        nodes = self.mapping(node, path, {"api_url": True, "token": True, "deployments": False})
+        api_url = self.optional(nodes, "api_url", path, self.string, None)
+        token = self.optional(nodes, "token", path,
+                              lambda n, p: self.string(n, p, secret=True), None)
+        deployments = self.optional(nodes, "deployments", path, self.boolean, False)
+        if not (api_url and token):
+            return None
+        return Status(api_url=api_url.rstrip("/"), token=token, deployments=deployments)
+
+    def build(self, node: Node, path: str) -> Build | None:
+        keys = {"commands": False, "artifact": True, "timeout": False, "env": False}
+        nodes = self.mapping(node, path, keys)
+        commands = self.optional(nodes, "commands", path, self.strings, ())
+        artifact = self.optional(nodes, "artifact", path, self.strings, ())
+        for i, item in enumerate(artifact):
+            if item.startswith("/") or ".." in Path(item).parts:
+                self.problem(nodes["artifact"], f"{path}.artifact[{i}]",
+                             f"{item!r} must be a path inside the checkout (no leading /, no ..)")
+        env: dict[str, str] = {}
+        if "env" in nodes:
+            env_node = nodes["env"]
+            if not isinstance(env_node, MappingNode):
+                self.problem(env_node, f"{path}.env", "must be a mapping of names to values")
+            else:
+                for key_node, value_node in env_node.value:
+                    value = self.string(value_node, f"{path}.env.{key_node.value}")
+                    if value is not None:
+                        env[str(key_node.value)] = value
+        timeout = self.optional(nodes, "timeout", path, self.duration, 900)
+        if not artifact:
+            return None
+        return Build(commands=commands, artifact=artifact, timeout=timeout, env=env)
+
+    def environment(self, name: str, node: Node, path: str) -> Environment | None:
+        keys = {"branches": True, "hosts": True, "path": True, "keep_releases": False,
+                "parallel": False}
+        nodes = self.mapping(node, path, keys)
+        branches = self.optional(nodes, "branches", path, self.strings, ())
+        hosts = self.hosts(nodes["hosts"], f"{path}.hosts") if "hosts" in nodes else ()
+        target = self.optional(nodes, "path", path, self.string, None)
+        if target is not None and not target.startswith("/"):
+            self.problem(nodes["path"], f"{path}.path", f"must be an absolute path, not {target!r}")
+            target = None
+        keep = self.optional(nodes, "keep_releases", path,
+                             lambda n, p: self.integer(n, p, 2), 5)
+        parallel = self.optional(nodes, "parallel", path, lambda n, p: self.integer(n, p, 1), 10)
+        if not (branches and hosts and target):
+            return None
+        return Environment(name=name, branches=branches, hosts=hosts, path=target.rstrip("/"),
+                           keep_releases=keep, parallel=parallel)
+
+    def hosts(self, node: Node, path: str) -> tuple[Host, ...]:
+        if not isinstance(node, SequenceNode) or not node.value:
+            self.problem(node, path, "must be a non-empty list of hosts")
+            return ()
+        hosts = []
+        for i, item in enumerate(node.value):
+            here = f"{path}[{i}]"
+            host_key = None
+            if isinstance(item, MappingNode):
+                nodes = self.mapping(item, here, {"host": True, "host_key": False})
+                if "host" not in nodes:
+                    continue
+                if "host_key" in nodes:
+                    host_key = self.string(nodes["host_key"], f"{here}.host_key")
+                    if host_key and not _HOST_KEY.match(host_key):
+                        self.problem(nodes["host_key"], f"{here}.host_key",
+                                     "must be a public key line like 'ssh-ed25519 AAAA...'")
+                item, here = nodes["host"], f"{here}.host"
+            spec = self.string(item, here)
+            host = parse_host(spec, host_key) if spec else None
+            if spec and host is None:
+                self.problem(item, here, f"{spec!r} is not user@host[:port] or local")
+            elif host:
+                hosts.append(host)
+        return tuple(hosts)

@@ -1,0 +1,132 @@
+"""The history: deliveries, builds, deployments, per-host results and log lines."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar = {datetime: DateTime(timezone=True), dict[str, Any]: JSON}
+
+
+class Delivery(Base):
+    """One webhook request as the forge sent it, and the answer it got."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (UniqueConstraint("provider", "delivery_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    provider: Mapped[str] = mapped_column(String(20))
+    delivery_id: Mapped[str] = mapped_column(String(200))
+    event: Mapped[str] = mapped_column(String(100))
+    project: Mapped[str | None] = mapped_column(String(200))
+    repository: Mapped[str | None] = mapped_column(String(400))
+    ref: Mapped[str | None] = mapped_column(String(400))
+    sha: Mapped[str | None] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str | None] = mapped_column(Text)
+    answer: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    duration_ms: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Build(Base):
+    """One commit turned into one artifact; done once per (project, sha, build settings)."""
+
+    __tablename__ = "builds"
+    __table_args__ = (UniqueConstraint("project", "sha", "settings_hash"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project: Mapped[str] = mapped_column(String(200))
+    sha: Mapped[str] = mapped_column(String(64))
+    ref: Mapped[str] = mapped_column(String(400))
+    repository: Mapped[str] = mapped_column(String(400))
+    clone_url: Mapped[str] = mapped_column(Text)
+    settings_hash: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(20), default="queued")
+    error: Mapped[str | None] = mapped_column(Text)
+    artifact_path: Mapped[str | None] = mapped_column(Text)
+    artifact_sha256: Mapped[str | None] = mapped_column(String(64))
+    artifact_size: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    deployments: Mapped[list[Deployment]] = relationship(back_populates="build")
+
+
+class Deployment(Base):
+    """One build's artifact put live on every host of one environment."""
+
+    __tablename__ = "deployments"
+    # A push (trigger "push:<ref>:<sha>") makes one deployment per environment, however often
+    # it is delivered.
+    __table_args__ = (UniqueConstraint("project", "environment", "trigger"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project: Mapped[str] = mapped_column(String(200))
+    environment: Mapped[str] = mapped_column(String(200))
+    trigger: Mapped[str] = mapped_column(String(600))
+    build_id: Mapped[int] = mapped_column(ForeignKey("builds.id"))
+    sha: Mapped[str] = mapped_column(String(64))
+    ref: Mapped[str] = mapped_column(String(400))
+    state: Mapped[str] = mapped_column(String(20), default="queued")
+    release_id: Mapped[str | None] = mapped_column(String(100))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    build: Mapped[Build] = relationship(back_populates="deployments")
+    hosts: Mapped[list[DeploymentHost]] = relationship(
+        back_populates="deployment", order_by="DeploymentHost.id")
+
+
+class DeploymentHost(Base):
+    """What one deployment did on one host: the step reached and the releases around it."""
+
+    __tablename__ = "deployment_hosts"
+    __table_args__ = (UniqueConstraint("deployment_id", "host"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    deployment_id: Mapped[int] = mapped_column(ForeignKey("deployments.id"))
+    host: Mapped[str] = mapped_column(String(300))
+    state: Mapped[str] = mapped_column(String(20), default="queued")
+    step: Mapped[str | None] = mapped_column(String(50))
+    previous_release: Mapped[str | None] = mapped_column(String(100))
+    release: Mapped[str | None] = mapped_column(String(100))
+    uploaded: Mapped[bool | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    deployment: Mapped[Deployment] = relationship(back_populates="hosts")
+
+
+class LogLine(Base):
+    """One line of a build's or deployment's log, stored as it comes, secrets masked."""
+
+    __tablename__ = "log_lines"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    build_id: Mapped[int | None] = mapped_column(ForeignKey("builds.id"), index=True)
+    deployment_id: Mapped[int | None] = mapped_column(ForeignKey("deployments.id"), index=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    text: Mapped[str] = mapped_column(Text)

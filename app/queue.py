@@ -1,0 +1,42 @@
+"""Redis and the RQ queues, addressed by name so that `app` never imports `workers`."""
+
+from __future__ import annotations
+
+from redis import Redis
+from rq import Queue, Retry
+from rq.exceptions import DuplicateJobError
+from rq.serializers import JSONSerializer
+
+QUEUES = ("builds", "deploys", "notify")
+# Failed jobs are kept a week for inspection, not RQ's default year.
+FAILURE_TTL = 7 * 24 * 3600
+
+
+def connect(url: str) -> Redis:
+    """A Redis client with explicit timeouts (redis-py 8 changed the defaults)."""
+    return Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5,
+                          health_check_interval=30)
+
+
+class Jobs:
+    """Enqueues jobs by dotted function name on Conveyor's queues, JSON-serialised."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._queues = {name: Queue(name, connection=redis, serializer=JSONSerializer)
+                        for name in QUEUES}
+
+    def enqueue(self, queue: str, func: str, *args: object, job_id: str, timeout: int,
+                retry: Retry | None = None) -> bool:
+        """Queue `func(*args)` once under `job_id`; False when that job exists already."""
+        try:
+            self._queues[queue].enqueue_call(
+                func, args=args, job_id=job_id, timeout=timeout, result_ttl=3600,
+                failure_ttl=FAILURE_TTL, retry=retry, unique=True)
+        except DuplicateJobError:
+            return False
+        return True
+
+    def ping(self) -> None:
+        """Raise when Redis cannot be reached."""
+        self.redis.ping()

@@ -1,0 +1,120 @@
+"""The pipeline file: valid files give frozen objects; every error names file, line and key path."""
+
+from pathlib import Path
+
+import pytest
+
+from app import config
+
+GOOD = """\
+server:
+  public_url: https://deploy.example.com/
+ssh:
+  key: ${SSH_KEY}
+  known_hosts: /etc/conveyor/known_hosts
+  connect_timeout: 5s
+  command_timeout: 15m
+projects:
+  shop:
+    provider: github
+    repo: acme/shop
+    webhook_secret: ${SHOP_SECRET}
+    status:
+      api_url: https://api.github.com
+      token: ${GITHUB_TOKEN}
+    build:
+      commands: ["make dist"]
+      artifact: dist
+      timeout: 1h
+      env: {A: "1"}
+    environments:
+      staging:
+        branches: [main, "release/*"]
+        hosts:
+          - deploy@10.0.0.11
+          - deploy@10.0.0.12:2222
+          - {host: deploy@10.0.0.13, host_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA"}
+          - local
+        path: /srv/shop
+        keep_releases: 3
+"""
+ENV = {"SSH_KEY": "/keys/id", "SHOP_SECRET": "s3cret", "GITHUB_TOKEN": "ghp_x"}
+
+
+def parse(text: str, env: dict[str, str] | None = None) -> config.Config:
+    return config.parse(text, Path("conveyor.yml"), ENV if env is None else env)
+
+
+def problems(text: str, env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(config.ConfigError) as caught:
+        parse(text, env)
+    return caught.value.problems
+
+
+def test_a_valid_file_is_read_with_interpolation_and_durations() -> None:
+    conf = parse(GOOD)
+    assert conf.public_url == "https://deploy.example.com"
+    assert conf.ssh.key == Path("/keys/id")
+    assert (conf.ssh.connect_timeout, conf.ssh.command_timeout) == (5, 900)
+    shop = conf.projects["shop"]
+    assert shop.webhook_secret == "s3cret"
+    assert shop.status and shop.status.token == "ghp_x"
+    assert shop.build.timeout == 3600 and shop.build.artifact == ("dist",)
+    staging = shop.environments["staging"]
+    assert [h.spec for h in staging.hosts] == [
+        "deploy@10.0.0.11", "deploy@10.0.0.12:2222", "deploy@10.0.0.13", "local"]
+    assert staging.hosts[1].port == 2222 and staging.hosts[0].port == 22
+    assert staging.hosts[2].host_key == "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA"
+    assert staging.hosts[3].is_local
+    assert conf.find_project("github", "ACME/Shop") is shop
+    assert set(conf.secrets()) == {"s3cret", "ghp_x"}
+
+
+def test_a_misspelled_key_names_file_line_and_key_path() -> None:
+    found = problems(GOOD.replace("keep_releases: 3", "keep_release: 3"))
+    assert found == [
+        "conveyor.yml:30: projects.shop.environments.staging.keep_release: unknown key "
+        "'keep_release'; allowed here: branches, hosts, keep_releases, parallel, path"]
+
+
+def test_a_missing_variable_is_named() -> None:
+    env = {k: v for k, v in ENV.items() if k != "GITHUB_TOKEN"}
+    assert problems(GOOD, env) == [
+        "conveyor.yml:15: projects.shop.status.token: environment variable GITHUB_TOKEN "
+        "is not set"]
+
+
+def test_a_bad_host_and_bad_values_are_all_reported_with_lines() -> None:
+    text = (GOOD.replace("deploy@10.0.0.12:2222", "10.0.0.12")
+            .replace("timeout: 1h", "timeout: soon")
+            .replace("provider: github", "provider: bitbucket"))
+    assert problems(text) == [
+        "conveyor.yml:10: projects.shop.provider: must be one of github, gitlab, gitea, "
+        "not 'bitbucket'",
+        "conveyor.yml:19: projects.shop.build.timeout: must be a duration like 90, 90s, 15m "
+        "or 1h, not 'soon'",
+        "conveyor.yml:26: projects.shop.environments.staging.hosts[1]: '10.0.0.12' is not "
+        "user@host[:port] or local",
+    ]
+
+
+def test_required_keys_relative_paths_and_escaping_artifacts_are_refused() -> None:
+    text = (GOOD.replace("    webhook_secret: ${SHOP_SECRET}\n", "")
+            .replace("path: /srv/shop", "path: srv/shop")
+            .replace("artifact: dist", "artifact: ../dist"))
+    found = problems(text)
+    assert "conveyor.yml:10: projects.shop.webhook_secret: is required" in found
+    assert any("projects.shop.environments.staging.path: must be an absolute path" in p
+               for p in found)
+    assert any("projects.shop.build.artifact[0]: '../dist' must be a path inside" in p
+               for p in found)
+
+
+def test_broken_yaml_names_the_line() -> None:
+    assert problems("projects:\n  shop: [\n")[0].startswith("conveyor.yml:3: not valid YAML")
+
+
+def test_durations() -> None:
+    assert [config.parse_duration(v) for v in ("90", "90s", "15m", "1h", 30)] == \
+        [90, 90, 900, 3600, 30]
+    assert config.parse_duration("1d") is None
