@@ -16,7 +16,7 @@ from tests.support.fixtures import (  # noqa: F401 - fixtures are found by name
     redis_url_fixture,
     ssh_fleet_fixture,
 )
-from tests.support.services import postgres_database
+from tests.support.services import postgres_database, reset_redis
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -34,11 +34,11 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 @pytest.fixture
 def redis_db(redis_url: str) -> Iterator[redis.Redis]:
     """This run's Redis database, emptied before and after each test."""
+    reset_redis(redis_url)
     client = redis.Redis.from_url(redis_url)
-    client.flushdb()
     yield client
-    client.flushdb()
     client.close()
+    reset_redis(redis_url)
 
 
 @pytest.fixture

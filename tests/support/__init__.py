@@ -1,0 +1,1 @@
+"""Shared test harness: sshd hosts, git repos, forge stand-ins, services."""
