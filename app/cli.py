@@ -95,9 +95,11 @@ def web_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _gunicorn_argv(bind: str, workers: int) -> list[str]:
+    # The heartbeat file lives in memory: on a disk-backed /tmp it can block workers.
+    heartbeat_dir = "/dev/shm"  # noqa: S108
     return [sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", str(workers),
             "--worker-class", "gthread", "--threads", "4", "--access-logfile", "-",
-            "--worker-tmp-dir", "/dev/shm",  # noqa: S108 - heartbeat file, see NOTES "app:create_app()"]
+            "--worker-tmp-dir", heartbeat_dir, "app:create_app()"]
 
 
 def worker_command(args: argparse.Namespace, settings: Settings) -> int:

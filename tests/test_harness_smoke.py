@@ -144,3 +144,15 @@ def test_redis_and_postgres_urls_are_usable(redis_url: str, postgres_url: str) -
             assert conn.execute(sa.text("select current_database()")).scalar() in postgres_url
     finally:
         engine.dispose()
+
+
+def test_each_host_sees_its_own_root_at_the_fleet_deploy_path(
+    ssh_fleet: Callable[[int], SshFleet],
+) -> None:
+    fleet = ssh_fleet(2)
+    for host in fleet.hosts:
+        (host.root / "who").write_text(host.name)
+    for host in fleet.hosts:
+        result = ssh_run(fleet, host, "cat", str(fleet.deploy_path / "who"))
+        assert (result.returncode, result.stdout) == (0, host.name)
+    assert list(fleet.deploy_path.iterdir()) == []  # untouched outside the hosts' namespaces

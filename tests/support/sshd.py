@@ -52,6 +52,7 @@ class SshHost:
     root: Path
     dir: Path
     authorized_keys: Path
+    mount: Path | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -82,7 +83,7 @@ class SshHost:
         log = self.dir / "sshd.log"
         with log.open("wb") as stderr:
             self.process = subprocess.Popen(
-                [SSHD, "-D", "-e", "-f", str(config)],
+                self._argv([SSHD, "-D", "-e", "-f", str(config)]),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
@@ -96,6 +97,15 @@ class SshHost:
                     f"{log.read_text(errors='replace').strip()}"
                 )
             time.sleep(0.02)
+
+    def _argv(self, sshd: list[str]) -> list[str]:
+        """sshd's command; with `mount`, in a mount namespace of its own where `root` is
+        bind-mounted at `mount`, so every host of a fleet has its own deploy path."""
+        if self.mount is None:
+            return sshd
+        bind = 'mount --bind -- "$1" "$2" && shift 2 && exec "$@"'
+        return ["unshare", "--mount", "--propagation", "private", "--",
+                "sh", "-c", bind, "sh", str(self.root), str(self.mount), *sshd]
 
     def stop(self) -> None:
         """Kill sshd and every session it runs (a host gone away); idempotent."""
@@ -133,6 +143,7 @@ class SshFleet:
     hosts: list[SshHost]
     client_key: Path
     known_hosts: Path
+    deploy_path: Path  # the same path on every host, each host seeing its own `root` there
 
     def stop(self) -> None:
         for host in self.hosts:
@@ -146,10 +157,13 @@ def start_fleet(base: Path, count: int) -> SshFleet:
     _keygen(client_key)
     authorized_keys = base / "authorized_keys"
     authorized_keys.write_text(client_key.with_suffix(".pub").read_text())
-    fleet = SshFleet(hosts=[], client_key=client_key, known_hosts=base / "known_hosts")
+    deploy_path = base / "deploy"
+    deploy_path.mkdir()
+    fleet = SshFleet(hosts=[], client_key=client_key, known_hosts=base / "known_hosts",
+                     deploy_path=deploy_path)
     try:
         for n in range(1, count + 1):
-            fleet.hosts.append(_start_host(base, f"host{n}", authorized_keys))
+            fleet.hosts.append(_start_host(base, f"host{n}", authorized_keys, deploy_path))
     except BaseException:
         fleet.stop()
         raise
@@ -175,7 +189,7 @@ def ssh_run(
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def _start_host(base: Path, name: str, authorized_keys: Path) -> SshHost:
+def _start_host(base: Path, name: str, authorized_keys: Path, mount: Path) -> SshHost:
     root = base / name / "root"
     root.mkdir(parents=True)
     sshd_dir = base / name / "sshd"
@@ -183,7 +197,8 @@ def _start_host(base: Path, name: str, authorized_keys: Path) -> SshHost:
     _keygen(sshd_dir / "ssh_host_ed25519_key")
     for _attempt in range(5):  # the free port may be taken before sshd binds it
         port = free_port()
-        host = SshHost(name, port, f"root@127.0.0.1:{port}", root, sshd_dir, authorized_keys)
+        host = SshHost(name, port, f"root@127.0.0.1:{port}", root, sshd_dir, authorized_keys,
+                       mount)
         try:
             host.start()
             return host
