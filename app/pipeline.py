@@ -12,10 +12,10 @@ import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from app import config as cfg
@@ -92,6 +92,16 @@ def settings_hash(build: cfg.Build) -> str:
 def release_id(now: datetime, sha: str) -> str:
     """`<UTC yyyymmddTHHMMSSZ>-<short sha>`: one per deployment, the same on every host."""
     return f"{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{sha[:7]}"
+
+
+def next_release_id(now: datetime, sha: str, latest: str | None) -> str:
+    """A release id later than `latest` (the environment's newest), so that two deployments in
+    one second never share a release folder and ids keep sorting by time."""
+    if latest:
+        after_latest = datetime.strptime(latest.split("-")[0], "%Y%m%dT%H%M%SZ").replace(
+            tzinfo=UTC) + timedelta(seconds=1)
+        now = max(now.astimezone(UTC), after_latest)
+    return release_id(now, sha)
 
 
 def mask(text: str, secrets: Iterable[str]) -> str:
@@ -329,7 +339,10 @@ def start_deployment(ctx: Context, deployment_id: int) -> DeploymentOrder | None
             deployment.error = "the environment is no longer configured or has no artifact"
         else:
             deployment.state, deployment.started_at = "running", utcnow()
-            deployment.release_id = release_id(deployment.started_at, deployment.sha)
+            latest = session.scalar(select(func.max(Deployment.release_id)).where(
+                Deployment.project == deployment.project,
+                Deployment.environment == deployment.environment))
+            deployment.release_id = next_release_id(deployment.started_at, deployment.sha, latest)
             for host in env.hosts:
                 session.add(DeploymentHost(deployment_id=deployment.id, host=host.spec))
             order = DeploymentOrder(

@@ -141,7 +141,8 @@ class Deployer:
         except transport.TransportError as exc:
             host_run.error = str(exc)
             host_run.unreachable = host_run.unreachable or host_run.link is None
-        except StepFailed as exc:
+        except (StepFailed, ValueError) as exc:
+            # ValueError: a value the step builders refuse to send to a host.
             host_run.error = str(exc)
         if host_run.error:
             self._note(host_run, state="failed", error=host_run.error)
@@ -152,17 +153,16 @@ class Deployer:
         self._note(host_run, state="running", step="connect")
         ssh: Ssh = self.ctx.config.ssh
         host_run.link = transport.connect(
-            transport.HostSpec(user=host_run.host.user, hostname=host_run.host.hostname,
-                               port=host_run.host.port, host_key=host_run.host.host_key)
-            if not host_run.host.is_local else transport.HostSpec.parse("local"),
+            transport.HostSpec.parse(host_run.host.spec, host_run.host.host_key),
             key_path=ssh.key, known_hosts=ssh.known_hosts,
             connect_timeout=float(ssh.connect_timeout))
         artifact = self.order.artifact
         self._note(host_run, step="probe")
-        probed = _fields(self._step(host_run, remote.probe(self.env.path, artifact.sha256)))
-        host_run.previous = probed.get("current", "")
-        self._note(host_run, previous_release=host_run.previous or None)
-        uploaded = probed.get("artifact") != "yes"
+        probed = remote.parse_probe(
+            self._step(host_run, remote.probe(self.env.path, artifact.sha256)))
+        host_run.previous = probed.current or ""
+        self._note(host_run, previous_release=probed.current)
+        uploaded = not probed.has_artifact
         if uploaded:
             self._note(host_run, step="upload")
             host_run.link.put(Path(artifact.path),
@@ -233,8 +233,3 @@ class Deployer:
 
 class StepFailed(Exception):
     """A remote step exited non-zero; the message names the host and the step."""
-
-
-def _fields(output: str) -> dict[str, str]:
-    """`key=value` lines printed by a remote script."""
-    return dict(line.split("=", 1) for line in output.splitlines() if "=" in line)

@@ -54,6 +54,17 @@ def test_release_ids_are_utc_time_and_short_sha() -> None:
         "20261128T223005Z-0123456"
 
 
+def test_release_ids_never_repeat_within_an_environment() -> None:
+    now = datetime(2026, 11, 28, 22, 30, 5, tzinfo=UTC)
+    assert pipeline.next_release_id(now, "b" * 40, None) == "20261128T223005Z-bbbbbbb"
+    assert pipeline.next_release_id(now, "b" * 40, "20261128T223005Z-aaaaaaa") == \
+        "20261128T223006Z-bbbbbbb"
+    assert pipeline.next_release_id(now, "b" * 40, "20261128T223010Z-aaaaaaa") == \
+        "20261128T223011Z-bbbbbbb"
+    assert pipeline.next_release_id(now, "b" * 40, "20261128T223001Z-aaaaaaa") == \
+        "20261128T223005Z-bbbbbbb"
+
+
 def test_secrets_are_masked_longest_first() -> None:
     assert pipeline.mask("token abc and abcdef", ["abc", "abcdef", ""]) == \
         "token *** and ***"

@@ -1,0 +1,117 @@
+# shellcheck shell=sh
+# Conveyor deploy scripts: helpers shared by every script.
+#
+# A host needs: a POSIX sh and awk, GNU coreutils (sha256sum, readlink, `mv -T`,
+# timeout), GNU tar and gzip.
+#
+# This file is never run on its own: Conveyor sends it over the SSH channel
+# followed by one of the scripts (probe.sh, prepare.sh, ...), as one text on
+# the standard input of `sh -s -- ARGS`. To try a script by hand on a host:
+#   cat common.sh prepare.sh | sh -s -- /srv/shop SHA256 RELEASE_ID
+#
+# Exit codes shared by all scripts:
+#   0  done
+#   1  a command failed (see the message above it)
+#   2  usage: missing or malformed argument
+#   3  a release or artifact is missing, or the artifact's sha256 does not match
+#   4  the artifact is unsafe (absolute name, "..", link leading out, device...)
+#   5  the release folder already exists
+#   6  the layout on the host is not Conveyor's (e.g. `current` is not a link),
+#      or discard.sh was asked to remove the live release
+set -eu
+LC_ALL=C
+export LC_ALL
+umask 022
+
+# die CODE MESSAGE...: print "conveyor: MESSAGE" on stderr and exit with CODE.
+die() {
+    die_code=$1
+    shift
+    printf 'conveyor: %s\n' "$*" >&2
+    exit "$die_code"
+}
+
+# check_count EXPECTED_MIN EXPECTED_MAX GIVEN USAGE: the number of arguments.
+check_count() {
+    if [ "$3" -lt "$1" ] || [ "$3" -gt "$2" ]; then
+        die 2 "usage: $4"
+    fi
+}
+
+# check_path PATH: an absolute, normalised path of plain characters, not "/".
+check_path() {
+    case $1 in
+        /*) ;;
+        *) die 2 "the deploy path must be absolute, got '$1'" ;;
+    esac
+    case $1 in
+        / | */ | *//* | */./* | */. | */../* | */.. | *[!A-Za-z0-9._/@+-]*)
+            die 2 "the deploy path must be a normalised path of letters, digits and ._/@+-, got '$1'" ;;
+    esac
+}
+
+# is_sha256 VALUE: true when VALUE is 64 lowercase hexadecimal digits.
+is_sha256() {
+    case $1 in
+        *[!0-9a-f]* | '') return 1 ;;
+    esac
+    [ "${#1}" -eq 64 ]
+}
+
+# check_sha256 VALUE: die with a usage error unless VALUE is a sha256.
+check_sha256() {
+    is_sha256 "$1" || die 2 "a sha256 must be 64 lowercase hexadecimal digits, got '$1'"
+}
+
+# is_release_id VALUE: true when VALUE matches ^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{7,40}$.
+is_release_id() {
+    case $1 in
+        [0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-9][0-9][0-9][0-9]Z-*) ;;
+        *) return 1 ;;
+    esac
+    release_sha=${1#*-}
+    case $release_sha in
+        *[!0-9a-f]* | '') return 1 ;;
+    esac
+    [ "${#release_sha}" -ge 7 ] && [ "${#release_sha}" -le 40 ]
+}
+
+# check_release_id VALUE: die with a usage error unless VALUE is a release id.
+check_release_id() {
+    is_release_id "$1" || die 2 "a release id looks like 20261128T221500Z-abc1234, got '$1'"
+}
+
+# current_release PATH: print the id of the live release (nothing when there is
+# no `current`); die when `current` is not a link to releases/<release-id>.
+current_release() {
+    current_link=$1/current
+    if [ -L "$current_link" ]; then
+        current_target=$(readlink "$current_link")
+        case $current_target in
+            releases/*) current_id=${current_target#releases/} ;;
+            *) die 6 "$current_link points to '$current_target', not to releases/<release-id>" ;;
+        esac
+        is_release_id "$current_id" \
+            || die 6 "$current_link points to '$current_target', not to releases/<release-id>"
+        printf '%s\n' "$current_id"
+    elif [ -e "$current_link" ]; then
+        die 6 "$current_link exists and is not a symbolic link; move it away first"
+    fi
+}
+
+# switch_current PATH RELEASE_ID: point PATH/current at releases/RELEASE_ID in one
+# rename, so that a reader always finds either the old or the new link.
+switch_current() {
+    switch_tmp=$1/.current-$2.tmp
+    rm -f "$switch_tmp"
+    ln -s "releases/$2" "$switch_tmp"
+    mv -T "$switch_tmp" "$1/current"
+}
+
+# log_revision PATH WORDS...: append "<UTC time> WORDS" to PATH/.conveyor/revisions.log.
+log_revision() {
+    log_path=$1
+    shift
+    mkdir -p "$log_path/.conveyor"
+    printf '%s %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >>"$log_path/.conveyor/revisions.log"
+}

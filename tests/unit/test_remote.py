@@ -1,0 +1,157 @@
+"""The step builders: what runs on a host, as plain values."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+import deploy_scripts
+from workers import remote
+from workers.remote import InvalidStepError, Step
+
+PATH = "/srv/shop"
+SHA256 = "a" * 64
+RELEASE = "20261128T221500Z-abc1234"
+EVIL = "refs/heads/$(rm -rf /)`id`;'quoted' \"double\" \\back\nnew line $HOME ${IFS}"
+
+
+def run_sh(step: Step) -> subprocess.CompletedProcess[str]:
+    """Feed a step's stdin text to a real local sh, as the transports do."""
+    return subprocess.run(
+        ["sh", "-s", "--", *step.args],
+        input=remote.stdin_text(step),
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+
+
+def test_probe_carries_the_scripts_and_validated_arguments() -> None:
+    step = remote.probe(PATH, SHA256)
+    assert (step.name, step.args, dict(step.env)) == ("probe", (PATH, SHA256), {})
+    assert step.script == deploy_scripts.script("common") + "\n" + deploy_scripts.script("probe")
+    assert step.describe() == f"probe /srv/shop {SHA256}"
+
+
+def test_builders_put_arguments_in_order() -> None:
+    env = {"CONVEYOR_REF": "refs/heads/main"}
+    assert remote.prepare(PATH, SHA256, RELEASE, env).args == (PATH, SHA256, RELEASE)
+    assert remote.activate(PATH, RELEASE, env).args == (PATH, RELEASE)
+    assert remote.rollback(PATH, RELEASE, env).args == (PATH, RELEASE)
+    assert remote.rollback(PATH, None, env).args == (PATH, "")
+    assert remote.discard(PATH, RELEASE).args == (PATH, RELEASE)
+    assert remote.prune(PATH, 5).args == (PATH, "5")
+    assert remote.prune(PATH, 5, protect=[RELEASE]).args == (PATH, "5", RELEASE)
+    assert remote.prepare(PATH, SHA256, RELEASE, env).env == env
+
+
+@pytest.mark.parametrize(
+    "path", ["srv/shop", "/", "/srv/shop/", "/srv/../etc", "/srv//shop", "/srv/./shop", "/srv/a b"]
+)
+def test_a_path_that_is_not_absolute_and_plain_is_refused(path: str) -> None:
+    with pytest.raises(InvalidStepError, match="absolute and normalised"):
+        remote.probe(path, SHA256)
+
+
+@pytest.mark.parametrize("sha256", ["a" * 63, "A" * 64, "g" * 64, "a" * 64 + "\n", ""])
+def test_a_bad_sha256_is_refused(sha256: str) -> None:
+    with pytest.raises(InvalidStepError, match="sha256"):
+        remote.prepare(PATH, sha256, RELEASE, {})
+    with pytest.raises(InvalidStepError, match="sha256"):
+        remote.artifact_path(PATH, sha256)
+
+
+@pytest.mark.parametrize("release", ["20261128T221500Z-abc123", "20261128-abc1234", "../x", ""])
+def test_a_bad_release_id_is_refused(release: str) -> None:
+    with pytest.raises(InvalidStepError, match="release id"):
+        remote.activate(PATH, release, {})
+    with pytest.raises(InvalidStepError, match="release id"):
+        remote.prune(PATH, 3, protect=[release])
+
+
+@pytest.mark.parametrize("keep", [0, -1, True, 2.5])
+def test_keep_must_be_a_whole_number_at_least_one(keep: object) -> None:
+    with pytest.raises(InvalidStepError, match="keep_releases"):
+        remote.prune(PATH, keep)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["conveyor_ref", "1REF", "REF-X", "REF X", "", "A=B", "IFS"])
+def test_a_bad_env_name_is_refused(name: str) -> None:
+    with pytest.raises(InvalidStepError, match="environment variable"):
+        remote.activate(PATH, RELEASE, {name: "x"})
+
+
+def test_an_env_value_with_a_nul_is_refused() -> None:
+    with pytest.raises(InvalidStepError, match="NUL"):
+        remote.activate(PATH, RELEASE, {"CONVEYOR_REF": "a\0b"})
+
+
+def test_an_argument_with_a_control_character_is_refused() -> None:
+    with pytest.raises(InvalidStepError, match="control characters"):
+        Step("x", "true", ("a\nb",))
+
+
+def test_a_step_is_immutable_even_its_env() -> None:
+    env = {"CONVEYOR_REF": "refs/heads/main"}
+    step = remote.activate(PATH, RELEASE, env)
+    env["CONVEYOR_REF"] = "changed"
+    assert step.env["CONVEYOR_REF"] == "refs/heads/main"
+    with pytest.raises(TypeError):
+        step.env["CONVEYOR_REF"] = "x"  # type: ignore[index]
+
+
+def test_artifact_path() -> None:
+    assert remote.artifact_path(PATH, SHA256) == f"/srv/shop/.conveyor/artifacts/{SHA256}.tar.gz"
+
+
+def test_untrusted_env_values_reach_the_script_verbatim() -> None:
+    step = Step(
+        "show",
+        'printf "%s|%s" "$CONVEYOR_REF" "$CONVEYOR_MESSAGE"',
+        env={"CONVEYOR_REF": EVIL, "CONVEYOR_MESSAGE": "it's a 'test' ü"},
+    )
+    result = run_sh(step)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout == f"{EVIL}|it's a 'test' ü"
+
+
+def test_env_values_never_appear_in_the_arguments() -> None:
+    step = remote.prepare(PATH, SHA256, RELEASE, {"CONVEYOR_REF": EVIL})
+    assert all(EVIL not in arg for arg in step.args)
+    assert EVIL not in step.describe()
+
+
+def test_arguments_reach_the_script_as_positional_parameters() -> None:
+    result = run_sh(Step("args", 'printf "%s|" "$#" "$@"', ("a b", "c'd", "$(x)")))
+    assert result.stdout == "3|a b|c'd|$(x)|"
+
+
+def test_a_script_cut_short_in_transit_runs_nothing() -> None:
+    text = remote.stdin_text(Step("two", "echo first\necho second"))
+    cut = text[: text.index("echo second")]
+    result = subprocess.run(["sh", "-s"], input=cut, capture_output=True, text=True, check=False)
+    assert result.returncode != 0
+    assert "first" not in result.stdout
+
+
+def test_commands_of_a_script_cannot_read_the_script() -> None:
+    result = run_sh(Step("stdin", "cat\necho after"))
+    assert (result.returncode, result.stdout) == (0, "after\n")
+
+
+def test_parse_probe() -> None:
+    assert remote.parse_probe(f"current={RELEASE}\nartifact=yes\n") == remote.ProbeResult(
+        current=RELEASE, has_artifact=True
+    )
+    assert remote.parse_probe("current=\nartifact=no\n") == remote.ProbeResult(None, False)
+    with pytest.raises(ValueError, match="probe printed"):
+        remote.parse_probe("nonsense")
+
+
+def test_parse_fields_ignores_other_lines() -> None:
+    assert remote.parse_fields("warning: x\nprevious=\nremoved=a=b\n") == {
+        "previous": "",
+        "removed": "a=b",
+    }
