@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hmac
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, abort, jsonify, request
 from sqlalchemy import select
 
-from app.models import Build, Delivery, Deployment, DeploymentHost, LogLine
+from app.models import Build, Delivery, Deployment, DeploymentHost, LogLine, aware
 from app.web import context
 
 blueprint = Blueprint("api", __name__, url_prefix="/api")
@@ -85,8 +86,8 @@ def _limit() -> int:
         abort(400, "limit must be a number")
 
 
-def _time(moment: Any) -> str | None:
-    return moment.isoformat() if moment else None
+def _time(moment: datetime | None) -> str | None:
+    return aware(moment).isoformat() if moment else None
 
 
 def _delivery(d: Delivery) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from app import config as cfg
 from app.context import Context
 from app.hooks.events import Ignored, Push
-from app.models import Build, Delivery, Deployment, DeploymentHost, LogLine, utcnow
+from app.models import Build, Delivery, Deployment, DeploymentHost, LogLine, aware, utcnow
 
 BUILD_CONTEXT = "conveyor/build"
 # The RQ job deadline is a backstop above our own deadlines, never the one that fires first.
@@ -136,13 +136,8 @@ def deployment_description(deployment: Deployment) -> str:
 
 
 def _duration(start: datetime, end: datetime) -> str:
-    seconds = max(0, round((_aware(end) - _aware(start)).total_seconds()))
+    seconds = max(0, round((aware(end) - aware(start)).total_seconds()))
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
-
-
-def _aware(moment: datetime) -> datetime:
-    # SQLite hands datetimes back without their zone; they were stored as UTC.
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 # -- intake -------------------------------------------------------------------------------
