@@ -18,6 +18,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 PROVIDERS = ("github", "gitlab", "gitea")
+PULL_REQUESTS = ("off", "build", "build_forks")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _DURATION = re.compile(r"^(\d+)\s*(s|m|h)?$")
 _UNITS = {None: 1, "s": 1, "m": 60, "h": 3600}
@@ -53,6 +54,16 @@ class Host:
 
 
 @dataclass(frozen=True)
+class Healthcheck:
+    """Runs on each host in the new release after after_activate; `retries` attempts in all."""
+
+    command: str
+    retries: int = 10
+    interval: int = 2
+    timeout: int = 30
+
+
+@dataclass(frozen=True)
 class Environment:
     name: str
     branches: tuple[str, ...]
@@ -60,6 +71,12 @@ class Environment:
     path: str
     keep_releases: int = 5
     parallel: int = 10
+    tags: tuple[str, ...] = ()
+    batch: int = 0                       # hosts activated per step; 0 = all together
+    shared: tuple[str, ...] = ()         # linked from <path>/shared into each release
+    before_activate: tuple[str, ...] = ()
+    after_activate: tuple[str, ...] = ()
+    healthcheck: Healthcheck | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +85,8 @@ class Build:
     artifact: tuple[str, ...]
     timeout: int = 900
     env: Mapping[str, str] = field(default_factory=dict)
+    keep_artifacts: int = 10
+    keep_failed_workspace: bool = False
 
 
 @dataclass(frozen=True)
@@ -87,6 +106,8 @@ class Project:
     environments: Mapping[str, Environment]
     clone_url: str | None = None
     status: Status | None = None
+    pull_requests: str = "off"           # off | build | build_forks
+    paths: tuple[str, ...] = ()          # monorepos: only pushes touching these
 
 
 @dataclass(frozen=True)
@@ -312,7 +333,8 @@ class _Reader:
 
     def project(self, name: str, node: Node, path: str) -> Project | None:
         keys = {"provider": True, "repo": True, "webhook_secret": True, "clone_url": False,
-                "status": False, "build": True, "environments": True}
+                "status": False, "build": True, "environments": True, "pull_requests": False,
+                "paths": False}
         nodes = self.mapping(node, path, keys)
         before = len(self.problems)
         provider = self.optional(nodes, "provider", path,
@@ -321,6 +343,9 @@ class _Reader:
         secret = self.optional(nodes, "webhook_secret", path,
                                lambda n, p: self.string(n, p, secret=True), None)
         clone_url = self.optional(nodes, "clone_url", path, self.string, None)
+        pull_requests = self.optional(nodes, "pull_requests", path,
+                                      lambda n, p: self.choice(n, p, PULL_REQUESTS), "off")
+        paths = self.optional(nodes, "paths", path, self.strings, ())
         status = self.status(nodes["status"], f"{path}.status") if "status" in nodes else None
         build = self.build(nodes["build"], f"{path}.build") if "build" in nodes else None
         environments: dict[str, Environment] = {}
@@ -334,7 +359,7 @@ class _Reader:
             return None
         return Project(name=name, provider=provider, repo=repo, webhook_secret=secret,
                        build=build, environments=environments, clone_url=clone_url,
-                       status=status)
+                       status=status, pull_requests=pull_requests, paths=paths)
 
     def status(self, node: Node, path: str) -> Status | None:
         nodes = self.mapping(node, path, {"api_url": True, "token": True, "deployments": False})
@@ -347,7 +372,8 @@ class _Reader:
         return Status(api_url=api_url.rstrip("/"), token=token, deployments=deployments)
 
     def build(self, node: Node, path: str) -> Build | None:
-        keys = {"commands": False, "artifact": True, "timeout": False, "env": False}
+        keys = {"commands": False, "artifact": True, "timeout": False, "env": False,
+                "keep_artifacts": False, "keep_failed_workspace": False}
         nodes = self.mapping(node, path, keys)
         commands = self.optional(nodes, "commands", path, self.strings, ())
         artifact = self.optional(nodes, "artifact", path, self.strings, ())
@@ -366,15 +392,23 @@ class _Reader:
                     if value is not None:
                         env[str(key_node.value)] = value
         timeout = self.optional(nodes, "timeout", path, self.duration, 900)
+        keep_artifacts = self.optional(nodes, "keep_artifacts", path,
+                                       lambda n, p: self.integer(n, p, 1), 10)
+        keep_failed = self.optional(nodes, "keep_failed_workspace", path, self.boolean, False)
         if not artifact:
             return None
-        return Build(commands=commands, artifact=artifact, timeout=timeout, env=env)
+        return Build(commands=commands, artifact=artifact, timeout=timeout, env=env,
+                     keep_artifacts=keep_artifacts, keep_failed_workspace=keep_failed)
 
     def environment(self, name: str, node: Node, path: str) -> Environment | None:
-        keys = {"branches": True, "hosts": True, "path": True, "keep_releases": False,
-                "parallel": False}
+        keys = {"branches": False, "tags": False, "hosts": True, "path": True,
+                "keep_releases": False, "parallel": False, "batch": False, "shared": False,
+                "hooks": False, "healthcheck": False}
         nodes = self.mapping(node, path, keys)
         branches = self.optional(nodes, "branches", path, self.strings, ())
+        tags = self.optional(nodes, "tags", path, self.strings, ())
+        if "branches" not in nodes and "tags" not in nodes:
+            self.problem(node, f"{path}.branches", "is required (or tags): what deploys here?")
         hosts = self.hosts(nodes["hosts"], f"{path}.hosts") if "hosts" in nodes else ()
         target = self.optional(nodes, "path", path, self.string, None)
         if target is not None and not target.startswith("/"):
@@ -383,10 +417,35 @@ class _Reader:
         keep = self.optional(nodes, "keep_releases", path,
                              lambda n, p: self.integer(n, p, 2), 5)
         parallel = self.optional(nodes, "parallel", path, lambda n, p: self.integer(n, p, 1), 10)
-        if not (branches and hosts and target):
+        batch = self.optional(nodes, "batch", path, lambda n, p: self.integer(n, p, 0), 0)
+        shared = self.optional(nodes, "shared", path, self.strings, ())
+        for i, item in enumerate(shared):
+            if item.startswith("/") or ".." in Path(item).parts:
+                self.problem(nodes["shared"], f"{path}.shared[{i}]",
+                             f"{item!r} must be a path inside the release (no leading /, no ..)")
+        hooks = self.mapping(nodes.get("hooks"), f"{path}.hooks",
+                             {"before_activate": False, "after_activate": False})
+        before = self.optional(hooks, "before_activate", f"{path}.hooks", self.strings, ())
+        after = self.optional(hooks, "after_activate", f"{path}.hooks", self.strings, ())
+        healthcheck = (self.healthcheck(nodes["healthcheck"], f"{path}.healthcheck")
+                       if "healthcheck" in nodes else None)
+        if not ((branches or tags) and hosts and target):
             return None
         return Environment(name=name, branches=branches, hosts=hosts, path=target.rstrip("/"),
-                           keep_releases=keep, parallel=parallel)
+                           keep_releases=keep, parallel=parallel, tags=tags, batch=batch,
+                           shared=shared, before_activate=before, after_activate=after,
+                           healthcheck=healthcheck)
+
+    def healthcheck(self, node: Node, path: str) -> Healthcheck | None:
+        keys = {"command": True, "retries": False, "interval": False, "timeout": False}
+        nodes = self.mapping(node, path, keys)
+        command = self.optional(nodes, "command", path, self.string, None)
+        retries = self.optional(nodes, "retries", path, lambda n, p: self.integer(n, p, 1), 10)
+        interval = self.optional(nodes, "interval", path, self.duration, 2)
+        timeout = self.optional(nodes, "timeout", path, self.duration, 30)
+        if not command:
+            return None
+        return Healthcheck(command=command, retries=retries, interval=interval, timeout=timeout)
 
     def hosts(self, node: Node, path: str) -> tuple[Host, ...]:
         if not isinstance(node, SequenceNode) or not node.value:
