@@ -41,7 +41,7 @@ class Database:
         alembic_config.set_main_option("script_location", str(MIGRATIONS))
         with self._migration_lock() as conn:
             alembic_config.attributes["connection"] = conn
-            command.upgrade(alembic_config, "head")
+            command.upgrade(alembic_config, "heads")
 
     @contextmanager
     def _migration_lock(self) -> Iterator:

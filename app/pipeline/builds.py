@@ -1,0 +1,89 @@
+"""Builds: one per (project, sha, build settings), started, logged and finished."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from app import config as cfg
+from app.context import Context
+from app.hooks.events import Push
+from app.models import Build, Deployment, utcnow
+from app.pipeline.common import insert_once
+from app.pipeline.deployments import Artifact, enqueue_deployment
+from app.pipeline.report import report_build, report_deployment
+from app.pipeline.rules import mask, settings_hash
+
+# The RQ job deadline is a backstop above our own deadlines, never the one that fires first.
+JOB_GRACE = 300
+
+
+@dataclass(frozen=True)
+class BuildOrder:
+    """What a build job needs to build one commit."""
+
+    build_id: int
+    project: cfg.Project
+    sha: str
+    ref: str
+    clone_url: str
+
+
+def find_or_create_build(ctx: Context, project: cfg.Project, push: Push) -> tuple[Build, bool]:
+    key = {"project": project.name, "sha": push.after,
+           "settings_hash": settings_hash(project.build)}
+    new = Build(**key, ref=push.ref, repository=push.repository,
+                clone_url=project.clone_url or push.clone_url)
+    return insert_once(ctx, new, select(Build).filter_by(**key))
+
+
+def enqueue_build(ctx: Context, build: Build) -> None:
+    """Queue the build job (once: the job id is the build's)."""
+    timeout = ctx.config.projects[build.project].build.timeout + JOB_GRACE
+    ctx.jobs.enqueue("builds", "workers.build.run", build.id, job_id=f"build-{build.id}",
+                     timeout=timeout)
+
+
+def start_build(ctx: Context, build_id: int) -> BuildOrder | None:
+    """Mark a queued build running and say what to build; None when it is not queued."""
+    with ctx.db.session() as session:
+        build = session.get(Build, build_id, with_for_update=True)
+        if build is None or build.state != "queued":
+            return None
+        project = ctx.config.projects.get(build.project)
+        if project is None:
+            build.state, build.error = "failed", "the project is no longer configured"
+            return None
+        build.state, build.started_at = "running", utcnow()
+        order = BuildOrder(build.id, project, build.sha, build.ref, build.clone_url)
+    report_build(ctx, build)
+    return order
+
+
+def finish_build(ctx: Context, build_id: int, *, artifact: Artifact | None = None,
+                 error: str | None = None) -> None:
+    """Record a build's end; start the deployments waiting for it, or fail them."""
+    with ctx.db.session() as session:
+        build = session.get(Build, build_id)
+        if build is None or build.state != "running":
+            return
+        build.finished_at = utcnow()
+        if artifact is not None:
+            build.state = "succeeded"
+            build.artifact_path, build.artifact_sha256 = artifact.path, artifact.sha256
+            build.artifact_size = artifact.size
+        else:
+            build.state, build.error = "failed", mask(error or "failed", ctx.secrets())
+        waiting = list(session.scalars(select(Deployment).where(
+            Deployment.build_id == build_id, Deployment.state == "queued")))
+        if build.state == "failed":
+            for deployment in waiting:
+                deployment.state, deployment.finished_at = "failed", utcnow()
+                deployment.error = "the build failed; no host was touched"
+    report_build(ctx, build)
+    for deployment in waiting:
+        if build.state == "succeeded":
+            enqueue_deployment(ctx, deployment)
+        else:
+            report_deployment(ctx, deployment)

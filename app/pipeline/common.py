@@ -1,0 +1,36 @@
+"""What the pipeline's parts share: insert-once, log lines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+
+from app.context import Context
+from app.models import LogLine
+from app.pipeline.rules import mask
+
+
+def insert_once(ctx: Context, row: Any, existing: Any) -> tuple[Any, bool]:
+    """Insert `row` unless `existing` finds it; the database's uniqueness settles races."""
+    with ctx.db.session() as session:
+        found = session.scalar(existing)
+        if found is not None:
+            return found, False
+    try:
+        with ctx.db.session() as session:
+            session.add(row)
+        return row, True
+    except IntegrityError:
+        with ctx.db.session() as session:
+            return session.scalars(existing).one(), False
+
+
+
+
+def log(ctx: Context, text: str, *, build_id: int | None = None,
+        deployment_id: int | None = None) -> None:
+    """Store one log line of a build or deployment, secrets masked."""
+    with ctx.db.session() as session:
+        session.add(LogLine(build_id=build_id, deployment_id=deployment_id,
+                            text=mask(text.rstrip("\n"), ctx.secrets())))

@@ -1,0 +1,39 @@
+"""Commit statuses for builds and deployments, queued on `notify` (never in the way)."""
+
+from __future__ import annotations
+
+from app.context import Context
+from app.models import Build, Deployment
+from app.pipeline.rules import build_description, deployment_description, mask
+
+BUILD_CONTEXT = "conveyor/build"
+NOTIFY_RETRY_INTERVALS = [2, 10, 30, 120, 600]
+
+
+def report_build(ctx: Context, build: Build) -> None:
+    """Queue the commit status `conveyor/build` for the build's current state."""
+    _report(ctx, build.project, build.sha, BUILD_CONTEXT, build.state, build_description(build),
+            f"/builds/{build.id}", f"build-{build.id}")
+
+
+def report_deployment(ctx: Context, deployment: Deployment) -> None:
+    """Queue the commit status `conveyor/deploy/<environment>` for the deployment's state."""
+    _report(ctx, deployment.project, deployment.sha, f"conveyor/deploy/{deployment.environment}",
+            deployment.state, deployment_description(deployment),
+            f"/deployments/{deployment.id}", f"deploy-{deployment.id}")
+
+
+def _report(ctx: Context, project_name: str, sha: str, context: str, state: str,
+            description: str, link: str, subject: str) -> None:
+    project = ctx.config.projects.get(project_name)
+    if project is None or project.status is None:
+        return
+    from rq import Retry
+
+    status = {"project": project_name, "sha": sha, "context": context, "state": state,
+              "description": mask(description, ctx.secrets())[:140],
+              "target_url": f"{ctx.config.public_url}{link}"}
+    ctx.jobs.enqueue("notify", "workers.notify.send_status", status,
+                     job_id=f"status-{subject}-{state}", timeout=120,
+                     retry=Retry(max=len(NOTIFY_RETRY_INTERVALS),
+                                 interval=NOTIFY_RETRY_INTERVALS))
