@@ -8,7 +8,6 @@ from sqlalchemy import select
 
 from app import config as cfg
 from app.context import Context
-from app.hooks.events import Push
 from app.models import Build, Deployment, utcnow
 from app.pipeline.common import insert_once
 from app.pipeline.deployments import Artifact, enqueue_deployment
@@ -30,11 +29,12 @@ class BuildOrder:
     clone_url: str
 
 
-def find_or_create_build(ctx: Context, project: cfg.Project, push: Push) -> tuple[Build, bool]:
-    key = {"project": project.name, "sha": push.after,
-           "settings_hash": settings_hash(project.build)}
-    new = Build(**key, ref=push.ref, repository=push.repository,
-                clone_url=project.clone_url or push.clone_url)
+def find_or_create_build(ctx: Context, project: cfg.Project, *, sha: str, ref: str,
+                         repository: str, clone_url: str) -> tuple[Build, bool]:
+    """The build of (project, sha, build settings), made once; (build, whether it is new)."""
+    key = {"project": project.name, "sha": sha, "settings_hash": settings_hash(project.build)}
+    new = Build(**key, ref=ref, repository=repository,
+                clone_url=project.clone_url or clone_url)
     return insert_once(ctx, new, select(Build).filter_by(**key))
 
 

@@ -53,7 +53,9 @@ def _receive_push(ctx: Context, delivery_id: str, project: cfg.Project, push: Pu
     targets = environments_for(project, push)
     if isinstance(targets, str):
         return Answer(200, {"delivery": delivery_id, "ignored": targets})
-    build, created_build = find_or_create_build(ctx, project, push)
+    build, created_build = find_or_create_build(
+        ctx, project, sha=push.after, ref=push.ref, repository=push.repository,
+        clone_url=push.clone_url)
     deployments, created = [], False
     for env in targets:
         deployment, new = find_or_create_deployment(ctx, project, env, build, push)
