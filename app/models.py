@@ -65,6 +65,8 @@ class Build(Base):
     repository: Mapped[str] = mapped_column(String(400))
     clone_url: Mapped[str] = mapped_column(Text)
     settings_hash: Mapped[str] = mapped_column(String(64))
+    # A failed build, or one whose artifact was pruned, runs again as a new attempt.
+    attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     state: Mapped[str] = mapped_column(String(20), default="queued")
     error: Mapped[str | None] = mapped_column(Text)
     artifact_path: Mapped[str | None] = mapped_column(Text)

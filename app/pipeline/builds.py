@@ -12,7 +12,7 @@ from app.models import Build, Deployment, utcnow
 from app.pipeline.common import insert_once
 from app.pipeline.deployments import Artifact, enqueue_deployment
 from app.pipeline.report import report_build, report_deployment
-from app.pipeline.rules import mask, settings_hash
+from app.pipeline.rules import mask, needs_rebuild, settings_hash
 
 # The RQ job deadline is a backstop above our own deadlines, never the one that fires first.
 JOB_GRACE = 300
@@ -31,18 +31,37 @@ class BuildOrder:
 
 def find_or_create_build(ctx: Context, project: cfg.Project, *, sha: str, ref: str,
                          repository: str, clone_url: str) -> tuple[Build, bool]:
-    """The build of (project, sha, build settings), made once; (build, whether it is new)."""
+    """The build of (project, sha, build settings), made once; (build, whether it is new).
+
+    A build that succeeded is reused and one that runs is joined. One that failed, or whose
+    artifact was pruned, is queued again as a new attempt (and counts as new).
+    """
     key = {"project": project.name, "sha": sha, "settings_hash": settings_hash(project.build)}
     new = Build(**key, ref=ref, repository=repository,
                 clone_url=project.clone_url or clone_url)
-    return insert_once(ctx, new, select(Build).filter_by(**key))
+    build, created = insert_once(ctx, new, select(Build).filter_by(**key))
+    if not created and needs_rebuild(build.state, build.artifact_path):
+        return _requeue(ctx, build.id) or build, True
+    return build, created
+
+
+def _requeue(ctx: Context, build_id: int) -> Build | None:
+    """Queue a failed build (or one without its artifact) again, once however many ask."""
+    with ctx.db.session() as session:
+        build = session.get(Build, build_id, with_for_update=True)
+        if build is None or not needs_rebuild(build.state, build.artifact_path):
+            return build
+        build.attempt += 1
+        build.state, build.error, build.started_at, build.finished_at = "queued", None, None, None
+        build.artifact_path = build.artifact_sha256 = build.artifact_size = None
+        return build
 
 
 def enqueue_build(ctx: Context, build: Build) -> None:
-    """Queue the build job (once: the job id is the build's)."""
+    """Queue the build job, once per attempt (the job id is the build's and attempt's)."""
     timeout = ctx.config.projects[build.project].build.timeout + JOB_GRACE
-    ctx.jobs.enqueue("builds", "workers.build.run", build.id, job_id=f"build-{build.id}",
-                     timeout=timeout)
+    ctx.jobs.enqueue("builds", "workers.build.run", build.id,
+                     job_id=f"build-{build.id}-{build.attempt}", timeout=timeout)
 
 
 def start_build(ctx: Context, build_id: int) -> BuildOrder | None:

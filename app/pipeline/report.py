@@ -13,7 +13,7 @@ NOTIFY_RETRY_INTERVALS = [2, 10, 30, 120, 600]
 def report_build(ctx: Context, build: Build) -> None:
     """Queue the commit status `conveyor/build` for the build's current state."""
     _report(ctx, build.project, build.sha, BUILD_CONTEXT, build.state, build_description(build),
-            f"/builds/{build.id}", f"build-{build.id}")
+            f"/builds/{build.id}", f"build-{build.id}-{build.attempt}")
 
 
 def report_deployment(ctx: Context, deployment: Deployment) -> None:

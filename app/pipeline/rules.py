@@ -31,6 +31,11 @@ def settings_hash(build: cfg.Build) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
+def needs_rebuild(state: str, artifact_path: str | None) -> bool:
+    """Whether a build asked for again must run again: it failed, or its artifact is gone."""
+    return state in ("failed", "canceled") or (state == "succeeded" and not artifact_path)
+
+
 def release_id(now: datetime, sha: str) -> str:
     """`<UTC yyyymmddTHHMMSSZ>-<short sha>`: one per deployment, the same on every host."""
     return f"{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{sha[:7]}"

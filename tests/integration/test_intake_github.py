@@ -74,7 +74,7 @@ def test_a_signed_push_queues_one_build_and_a_deployment_per_matching_environmen
         deployments = session.scalars(select(Deployment).order_by(Deployment.id)).all()
         assert [(d.environment, d.state, d.build_id) for d in deployments] == [
             ("staging", "queued", 1), ("qa", "queued", 1)]
-    assert redis_db.lrange("rq:queue:builds", 0, -1) == [b"build-1"]
+    assert redis_db.lrange("rq:queue:builds", 0, -1) == [b"build-1-1"]
     assert redis_db.llen("rq:queue:deploys") == 0  # deployments wait for the build
 
 
@@ -111,7 +111,7 @@ def test_a_redelivery_answers_the_first_answer_and_queues_nothing_more(
     assert other_hook.json == {"delivery": "d-4", "builds": [1], "deployments": [1, 2],
                                "duplicate": True}
     assert counts(ctx) == (2, 1, 2)
-    assert redis_db.lrange("rq:queue:builds", 0, -1) == [b"build-1"]
+    assert redis_db.lrange("rq:queue:builds", 0, -1) == [b"build-1-1"]
 
 
 def test_ping_and_unconfigured_branches_are_ignored_with_a_reason(
