@@ -136,7 +136,19 @@ class Config:
         """Every secret value the file holds, for masking in logs and answers."""
         values = {p.webhook_secret for p in self.projects.values()}
         values |= {p.status.token for p in self.projects.values() if p.status}
+        values |= {_url_password(p.clone_url) for p in self.projects.values() if p.clone_url}
         return tuple(v for v in values if v)
+
+
+def _url_password(url: str) -> str:
+    """The secret of `https://user:token@host/...` or `https://token@host/...`, or ''."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return ""
+    return parts.password or parts.username or ""
 
 
 def load(path: Path, environ: Mapping[str, str] | None = None) -> Config:

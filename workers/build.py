@@ -14,6 +14,7 @@ import io
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -23,8 +24,10 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit, urlunsplit
 
 from app import pipeline
+from app.config import Ssh
 from app.context import Context
 from workers import context
 
@@ -44,46 +47,115 @@ def run(build_id: int) -> None:
     if order is None:
         return
     workspace = ctx.settings.data_dir / "workspaces" / f"build-{build_id}"
-    say = _logger(ctx, build_id)
+    build_log = BuildLog(ctx, build_id)
+    say = build_log.add
+    failed = True
     try:
-        mirror = update_mirror(ctx.settings.data_dir, order.project.name, order.clone_url, say)
+        mirror = update_mirror(ctx.settings.data_dir, order.project.name, order.clone_url, say,
+                               sha=order.sha, ssh=ctx.config.ssh)
         checkout(mirror, order.sha, workspace)
         run_commands(order.project.build.commands, workspace,
                      build_env(order, workspace), order.project.build.timeout, say)
         artifact = pack(workspace, order.project.build.artifact,
                         ctx.settings.data_dir / "artifacts" / order.project.name,
                         manifest(order, commit_time(mirror, order.sha)))
+        failed = False
     except BuildError as exc:
         say(f"build failed: {exc}")
+        build_log.close()
         pipeline.finish_build(ctx, build_id, error=str(exc))
         return
     except Exception as exc:
+        build_log.close()
         pipeline.finish_build(ctx, build_id, error=f"internal error: {type(exc).__name__}")
         raise
     finally:
-        shutil.rmtree(workspace, ignore_errors=True)
+        build_log.close()
+        if failed and order.project.build.keep_failed_workspace:
+            say(f"the workspace is kept at {workspace}")
+        else:
+            shutil.rmtree(workspace, ignore_errors=True)
     say(f"artifact {artifact.sha256} ({artifact.size} bytes)")
+    build_log.close()
     pipeline.finish_build(ctx, build_id, artifact=artifact)
+    prune_artifacts(ctx, order.project.name)
 
 
-def _logger(ctx: Context, build_id: int) -> Callable[[str], None]:
-    return lambda text: pipeline.log(ctx, text, build_id=build_id)
+def prune_artifacts(ctx: Context, project: str) -> None:
+    """Delete the artifacts the pipeline no longer keeps (it forgets them first)."""
+    for path in pipeline.release_artifacts(ctx, project):
+        Path(path).unlink(missing_ok=True)
+
+
+class BuildLog:
+    """A build's log: lines are stored as they come, in batches (one transaction per
+    batch, at most FLUSH_SECONDS late), so a chatty build is not slowed down by its log."""
+
+    FLUSH_SECONDS = 0.2
+
+    def __init__(self, ctx: Context, build_id: int) -> None:
+        self._ctx, self._build_id = ctx, build_id
+        self._lines: list[str] = []
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._flusher = threading.Thread(target=self._flush_loop, name="build-log",
+                                         daemon=True)
+        self._flusher.start()
+
+    def add(self, text: str) -> None:
+        """Queue one line (stored within FLUSH_SECONDS; at once after close)."""
+        with self._lock:
+            self._lines.append(text)
+        if self._closed.is_set():
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            lines, self._lines = self._lines, []
+            if lines:
+                pipeline.log_many(self._ctx, lines, build_id=self._build_id)
+
+    def close(self) -> None:
+        """Store what is queued and stop the background flushes (idempotent)."""
+        self._closed.set()
+        if self._flusher.is_alive():
+            self._flusher.join()
+        self.flush()
+
+    def _flush_loop(self) -> None:
+        while not self._closed.wait(self.FLUSH_SECONDS):
+            self.flush()
 
 
 # -- git --------------------------------------------------------------------------------------
 
 
-def git_env() -> dict[str, str]:
-    """An environment for git that never prompts and allows only ordinary transports."""
-    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/nonexistent",
-            "LANG": "C.UTF-8", "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false",
-            "GIT_CONFIG_NOSYSTEM": "1", "GIT_ALLOW_PROTOCOL": "file:git:http:https:ssh",
-            "GIT_SSH_COMMAND": "ssh -o BatchMode=yes -o StrictHostKeyChecking=yes"}
+def git_env(ssh: Ssh | None = None, origin: str | None = None) -> dict[str, str]:
+    """An environment for git that never prompts and allows only ordinary transports.
+
+    Over SSH git uses the pipeline file's key and known_hosts (host keys verified). An
+    `origin` URL holding a token is handed over here, not on the command line (where `ps`
+    shows it) nor in the mirror's config (where it would stay on disk).
+    """
+    ssh_command = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"]
+    if ssh and ssh.key:
+        ssh_command += ["-i", str(ssh.key), "-o", "IdentitiesOnly=yes"]
+    if ssh and ssh.known_hosts:
+        ssh_command += ["-o", f"UserKnownHostsFile={ssh.known_hosts}"]
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/nonexistent",
+           "LANG": "C.UTF-8", "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false",
+           "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null",
+           "GIT_ALLOW_PROTOCOL": "file:git:http:https:ssh",
+           "GIT_SSH_COMMAND": shlex.join(ssh_command)}
+    if origin is not None:
+        env |= {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "remote.origin.url",
+                "GIT_CONFIG_VALUE_0": origin}
+    return env
 
 
-def git(*args: str, cwd: Path | None = None) -> str:
+def git(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
     """Run git with an argument list; raise BuildError with git's own message on failure."""
-    result = subprocess.run(["git", *args], cwd=cwd, env=git_env(), capture_output=True,
+    result = subprocess.run(["git", *args], cwd=cwd, env=env or git_env(), capture_output=True,
                             text=True, timeout=GIT_TIMEOUT, check=False)
     if result.returncode != 0:
         message = (result.stderr.strip().splitlines() or ["no message"])[-1]
@@ -92,30 +164,61 @@ def git(*args: str, cwd: Path | None = None) -> str:
 
 
 def update_mirror(data_dir: Path, project: str, clone_url: str,
-                  say: Callable[[str], None]) -> Path:
-    """Create or fetch the project's bare mirror; one build at a time touches it."""
+                  say: Callable[[str], None], *, sha: str | None = None,
+                  ssh: Ssh | None = None) -> Path:
+    """The project's bare mirror, holding `sha` (or every branch and tag when no sha is
+    given); one build at a time touches it. Only what is missing is fetched."""
     mirror = data_dir / "mirrors" / f"{project}.git"
     mirror.parent.mkdir(parents=True, exist_ok=True)
+    env = git_env(ssh, origin=clone_url)
     with _file_lock(mirror.with_suffix(".lock")):
         if not (mirror / "HEAD").exists():
-            say("cloning the repository")
             shutil.rmtree(mirror, ignore_errors=True)
-            git("clone", "--quiet", "--mirror", "--", clone_url, str(mirror))
-        else:
-            say("fetching the repository")
-            git("remote", "set-url", "origin", "--", clone_url, cwd=mirror)
-            git("fetch", "--quiet", "--prune", "origin", cwd=mirror)
+            git("init", "--quiet", "--bare", str(mirror))
+            git("config", "remote.origin.url", redact(clone_url), cwd=mirror)
+            for refspec in MIRROR_REFSPECS:
+                git("config", "--add", "remote.origin.fetch", refspec, cwd=mirror)
+        if sha is not None and _has_commit(mirror, sha):
+            return mirror
+        say(f"fetching from {redact(clone_url)}")
+        if sha is not None and _SHA.match(sha):
+            try:  # just that commit and its history, where the server allows it
+                git("fetch", "--quiet", "--no-tags", "origin", "--end-of-options", sha,
+                    cwd=mirror, env=env)
+                return mirror
+            except BuildError:
+                pass
+        git("fetch", "--quiet", "--prune", "origin", cwd=mirror, env=env)
     return mirror
+
+
+MIRROR_REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
+
+
+def redact(url: str) -> str:
+    """`url` without the user and token it may carry: what may be shown and stored."""
+    parts = urlsplit(url)
+    if not parts.username and not parts.password:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _has_commit(mirror: Path, sha: str) -> bool:
+    try:
+        git("cat-file", "-e", f"{sha}^{{commit}}", cwd=mirror)
+    except BuildError:
+        return False
+    return True
 
 
 def checkout(mirror: Path, sha: str, workspace: Path) -> None:
     """A fresh workspace holding exactly commit `sha`."""
     if not _SHA.match(sha):
         raise BuildError(f"{sha!r} is not a commit id")
-    try:
-        git("cat-file", "-e", f"{sha}^{{commit}}", cwd=mirror)
-    except BuildError:
-        raise BuildError(f"commit {sha} is not in the repository") from None
+    if not _has_commit(mirror, sha):
+        raise BuildError(f"commit {sha} is not in the repository")
     shutil.rmtree(workspace, ignore_errors=True)
     workspace.parent.mkdir(parents=True, exist_ok=True)
     git("clone", "--quiet", "--no-checkout", "--", str(mirror), str(workspace))

@@ -5,8 +5,14 @@ database, enqueue jobs by name and emit commit statuses through `report`. This p
 names are its public surface: callers use `pipeline.<name>`, not the submodules.
 """
 
-from app.pipeline.builds import BuildOrder, enqueue_build, finish_build, start_build
-from app.pipeline.common import log
+from app.pipeline.builds import (
+    BuildOrder,
+    enqueue_build,
+    finish_build,
+    release_artifacts,
+    start_build,
+)
+from app.pipeline.common import log, log_many
 from app.pipeline.deployments import (
     Artifact,
     DeploymentOrder,
@@ -43,9 +49,11 @@ __all__ = [
     "finish_deployment",
     "lock_name",
     "log",
+    "log_many",
     "mask",
     "next_release_id",
     "receive",
+    "release_artifacts",
     "release_id",
     "report_build",
     "report_deployment",

@@ -12,7 +12,7 @@ from app.models import Build, Deployment, utcnow
 from app.pipeline.common import insert_once
 from app.pipeline.deployments import Artifact, enqueue_deployment
 from app.pipeline.report import report_build, report_deployment
-from app.pipeline.rules import mask, needs_rebuild, settings_hash
+from app.pipeline.rules import artifacts_to_drop, mask, needs_rebuild, settings_hash
 
 # The RQ job deadline is a backstop above our own deadlines, never the one that fires first.
 JOB_GRACE = 300
@@ -106,3 +106,30 @@ def finish_build(ctx: Context, build_id: int, *, artifact: Artifact | None = Non
             enqueue_deployment(ctx, deployment)
         else:
             report_deployment(ctx, deployment)
+
+
+def release_artifacts(ctx: Context, project_name: str) -> list[str]:
+    """Forget the artifacts the project no longer keeps; return their files to delete.
+
+    Kept: the newest `build.keep_artifacts` and every artifact an environment runs (its
+    newest succeeded deployment) or waits for (a queued or running deployment).
+    """
+    project = ctx.config.projects.get(project_name)
+    keep = project.build.keep_artifacts if project else 10
+    with ctx.db.session() as session:
+        builds = session.scalars(select(Build).where(
+            Build.project == project_name, Build.state == "succeeded",
+            Build.artifact_path.is_not(None)).order_by(Build.finished_at.desc(), Build.id.desc()))
+        newest_first = [(b.id, b.artifact_path or "") for b in builds]
+        waiting = session.scalars(select(Deployment.build_id).where(
+            Deployment.project == project_name, Deployment.state.in_(("queued", "running"))))
+        live = session.execute(select(Deployment.environment, Deployment.build_id).where(
+            Deployment.project == project_name, Deployment.state == "succeeded")
+            .order_by(Deployment.finished_at))
+        in_use = set(waiting) | set(dict(live.all()).values())
+        dropped = artifacts_to_drop(newest_first, in_use, keep)
+        paths = []
+        for build in session.scalars(select(Build).where(Build.id.in_(dropped))):
+            paths.append(build.artifact_path or "")
+            build.artifact_path = None
+    return [p for p in paths if p]

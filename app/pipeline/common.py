@@ -27,10 +27,16 @@ def insert_once(ctx: Context, row: Any, existing: Any) -> tuple[Any, bool]:
 
 
 
-
 def log(ctx: Context, text: str, *, build_id: int | None = None,
         deployment_id: int | None = None) -> None:
     """Store one log line of a build or deployment, secrets masked."""
+    log_many(ctx, [text], build_id=build_id, deployment_id=deployment_id)
+
+
+def log_many(ctx: Context, lines: list[str], *, build_id: int | None = None,
+             deployment_id: int | None = None) -> None:
+    """Store log lines in one transaction, in order, secrets masked."""
+    secrets = ctx.secrets()
     with ctx.db.session() as session:
-        session.add(LogLine(build_id=build_id, deployment_id=deployment_id,
-                            text=mask(text.rstrip("\n"), ctx.secrets())))
+        session.add_all([LogLine(build_id=build_id, deployment_id=deployment_id,
+                                 text=mask(text.rstrip("\n"), secrets)) for text in lines])

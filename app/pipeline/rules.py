@@ -36,6 +36,17 @@ def needs_rebuild(state: str, artifact_path: str | None) -> bool:
     return state in ("failed", "canceled") or (state == "succeeded" and not artifact_path)
 
 
+def artifacts_to_drop(newest_first: list[tuple[int, str]], in_use: set[int],
+                      keep: int) -> list[int]:
+    """Builds (id, artifact path; newest first) whose artifact can go: beyond the newest
+    `keep`, run or awaited by no environment, and sharing no file with a build that stays."""
+    drop = [build_id for n, (build_id, _path) in enumerate(newest_first)
+            if n >= keep and build_id not in in_use]
+    kept_paths = {path for build_id, path in newest_first if build_id not in drop}
+    return [build_id for build_id, path in newest_first
+            if build_id in drop and path not in kept_paths]
+
+
 def release_id(now: datetime, sha: str) -> str:
     """`<UTC yyyymmddTHHMMSSZ>-<short sha>`: one per deployment, the same on every host."""
     return f"{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{sha[:7]}"
