@@ -175,7 +175,7 @@ def test_old_artifacts_go_unless_an_environment_needs_them(
     with ctx.db.session() as session:
         session.query(Deployment).update({"state": "canceled"})
     third = queue_build(ctx, git_repo, git_repo.commit({"app.txt": "v3"}))
-    first_path = row(ctx, first).artifact_path
+    first_path, first_sha256 = row(ctx, first).artifact_path, row(ctx, first).artifact_sha256
     build.run(third)
     assert row(ctx, first).artifact_path is None
     assert not Path(first_path or "").exists()
@@ -186,6 +186,10 @@ def test_old_artifacts_go_unless_an_environment_needs_them(
                                        ref="refs/heads/main", repository="acme/shop",
                                        clone_url=git_repo.url)
     assert new and row(ctx, first).state == "queued"
+    build.run(first)
+    rebuilt = row(ctx, first)
+    assert (rebuilt.state, rebuilt.attempt) == ("succeeded", 2)
+    assert rebuilt.artifact_sha256 == first_sha256  # the same commit, the same bytes
 
 
 def test_a_token_in_the_clone_url_is_neither_stored_nor_shown(
