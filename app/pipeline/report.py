@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from app.context import Context
 from app.models import Build, Deployment
 from app.pipeline.rules import build_description, deployment_description, mask
@@ -30,9 +32,11 @@ def _report(ctx: Context, project_name: str, sha: str, context: str, state: str,
         return
     from rq import Retry
 
+    # `seq` orders the statuses of one (sha, context): a retried older one never overwrites
+    # a newer one that went out meanwhile.
     status = {"project": project_name, "sha": sha, "context": context, "state": state,
               "description": mask(description, ctx.secrets())[:140],
-              "target_url": f"{ctx.config.public_url}{link}"}
+              "target_url": f"{ctx.config.public_url}{link}", "seq": time.time_ns()}
     ctx.jobs.enqueue("notify", "workers.notify.send_status", status,
                      job_id=f"status-{subject}-{state}", timeout=120,
                      retry=Retry(max=len(NOTIFY_RETRY_INTERVALS),
