@@ -31,9 +31,11 @@ def require_token():  # type: ignore[no-untyped-def]
 
 @blueprint.get("/deliveries")
 def deliveries():  # type: ignore[no-untyped-def]
+    """Every delivery received, refused ones too, newest first (`project`, `provider`, `limit`)."""
     query = select(Delivery).order_by(Delivery.id.desc()).limit(_limit())
-    if request.args.get("project"):
-        query = query.where(Delivery.project == request.args["project"])
+    for name in ("project", "provider"):
+        if request.args.get(name):
+            query = query.where(getattr(Delivery, name) == request.args[name])
     with context().db.session() as session:
         return jsonify(deliveries=[_delivery(d) for d in session.scalars(query)])
 
@@ -94,7 +96,7 @@ def _delivery(d: Delivery) -> dict[str, Any]:
     return {"id": d.id, "provider": d.provider, "delivery": d.delivery_id, "event": d.event,
             "project": d.project, "repository": d.repository, "ref": d.ref, "sha": d.sha,
             "status_code": d.status_code, "reason": d.reason, "answer": d.answer,
-            "received_at": _time(d.received_at), "duration_ms": d.duration_ms}
+            "done": d.done, "received_at": _time(d.received_at), "duration_ms": d.duration_ms}
 
 
 def _build(b: Build) -> dict[str, Any]:

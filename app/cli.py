@@ -5,16 +5,33 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import secrets
 import signal
 import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from app import config as cfg
 from app.settings import Settings
 
+if TYPE_CHECKING:
+    from app.context import Context
+    from workers.hosts import Scan
+
 QUEUE_ORDER = ("deploys", "builds", "notify")
+_COMMIT = re.compile(r"[0-9a-f]{7,40}")
+_GLOB = re.compile(r"[*?\[]")
+
+
+class CommandError(Exception):
+    """An operation that cannot be done: one sentence for stderr, and the exit status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -26,6 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except cfg.ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 2
+    except CommandError as exc:
+        print(str(exc), file=sys.stderr)
+        return exc.status
     except KeyboardInterrupt:
         return 130
 
@@ -36,6 +56,34 @@ def _parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check", help="validate conveyor.yml and print the plan")
     check.set_defaults(func=check_command)
+
+    deploy = commands.add_parser(
+        "deploy", help="queue a deployment by hand (default: head of the first branch)")
+    deploy.add_argument("project")
+    deploy.add_argument("environment")
+    which = deploy.add_mutually_exclusive_group()
+    which.add_argument("--ref", help="branch, tag or full ref (refs/heads/main)")
+    which.add_argument("--sha", help="commit id (7 to 40 hexadecimal digits)")
+    deploy.add_argument("--plan", action="store_true",
+                        help="print what the deployment would do, change nothing")
+    deploy.set_defaults(func=deploy_command)
+
+    hosts = commands.add_parser("hosts", help="check hosts, trust their keys")
+    host_commands = hosts.add_subparsers(dest="hosts_command", required=True)
+    hosts_check = host_commands.add_parser(
+        "check", help="connect to each host, verify its key and the tools deployments need")
+    hosts_check.add_argument("project")
+    hosts_check.add_argument("environment", nargs="?")
+    hosts_check.set_defaults(func=hosts_check_command)
+    hosts_trust = host_commands.add_parser(
+        "trust", help="show each host's key fingerprint, record it in ssh.known_hosts")
+    hosts_trust.add_argument("project")
+    hosts_trust.add_argument("environment", nargs="?")
+    hosts_trust.add_argument("--yes", action="store_true",
+                             help="record unknown keys without asking")
+    hosts_trust.add_argument("--replace", action="store_true",
+                             help="also replace a key that changed (check it on the host first)")
+    hosts_trust.set_defaults(func=hosts_trust_command)
 
     web = commands.add_parser("web", help="run the web process (gunicorn)")
     web.add_argument("--bind", default=os.environ.get("CONVEYOR_BIND", "127.0.0.1:8000"))
@@ -74,6 +122,235 @@ def check_command(args: argparse.Namespace, settings: Settings) -> int:
             for host in env.hosts:
                 pinned = " (key pinned)" if host.host_key else ""
                 print(f"    {host.spec}{pinned}")
+    return 0
+
+
+def deploy_command(args: argparse.Namespace, settings: Settings) -> int:
+    """Queue a deployment of a commit (or print its plan with --plan)."""
+    from app import pipeline
+
+    _environment(cfg.load(settings.config_path), args.project, args.environment)
+    ctx = _context(settings)
+    project, env = _environment(ctx.config, args.project, args.environment)
+    sha, ref = _commit(ctx, project, env, ref=args.ref, sha=args.sha)
+    if args.plan:
+        return _plan(ctx, project, env, sha, ref)
+    from redis.exceptions import RedisError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    clone_url = pipeline.known_clone_url(ctx, project) or ""
+    try:
+        build, deployment = pipeline.deploy_by_hand(
+            ctx, project, env, sha=sha, ref=ref, repository=project.repo, clone_url=clone_url)
+    except (RedisError, SQLAlchemyError) as exc:
+        raise CommandError(1, f"cannot queue the deployment: {exc}") from exc
+    print(f"deployment {deployment.id} of {project.name} to {env.name} queued: commit"
+          f" {sha[:12]}{f' ({ref})' if ref else ''}, build {build.id} ({build.state})")
+    return 0
+
+
+def hosts_check_command(args: argparse.Namespace, settings: Settings) -> int:
+    """Connect to each host (key verified) and report what a deployment would lack."""
+    from workers import hosts
+
+    config = cfg.load(settings.config_path)
+    failed = 0
+    for env in _environments(config, args.project, args.environment):
+        for found in hosts.check(config.ssh, env):
+            if found.problems:
+                failed += 1
+                print(f"{found.host} ({env.name}): FAILED: {'; '.join(found.problems)}")
+            else:
+                print(f"{found.host} ({env.name}): ok: {'; '.join(found.notes)}")
+    if failed:
+        raise CommandError(1, f"{failed} host(s) cannot take deployments yet (see above)")
+    return 0
+
+
+def hosts_trust_command(args: argparse.Namespace, settings: Settings) -> int:
+    """Show each SSH host's key fingerprint; record unknown ones when confirmed (or --yes)."""
+    from workers import hosts
+
+    config = cfg.load(settings.config_path)
+    known_hosts = config.ssh.known_hosts
+    if known_hosts is None:
+        raise CommandError(2, "ssh.known_hosts is not set in the pipeline file: it is where"
+                              " Conveyor keeps the host keys it trusts")
+    every = [h for env in _environments(config, args.project, args.environment)
+             for h in env.hosts]
+    unique = list({h.spec: h for h in every}.values())
+    untrusted = sum(not _trust_one(known_hosts, found, args)
+                    for found in hosts.scan(config.ssh, unique))
+    if untrusted:
+        raise CommandError(1, f"{untrusted} host key(s) are not trusted (see above)")
+    return 0
+
+
+def _trust_one(known_hosts: Path, found: Scan, args: argparse.Namespace) -> bool:
+    """Report one host's key; record it when allowed. True when the key is trusted now."""
+    from workers import hosts
+
+    name, offered = str(found.host), found.fingerprint
+    if found.status == "unreachable":
+        print(f"{name}: cannot be reached: {found.error}")
+        return False
+    if found.status in ("trusted", "pinned"):
+        how = "matches its pinned host_key" if found.status == "pinned" else "already trusted"
+        print(f"{name}: {offered} ({how})")
+        return True
+    if found.status == "changed":
+        print(f"{name}: the host key has CHANGED: expected {', '.join(found.expected)},"
+              f" the host offers {offered}")
+        if found.host.host_key:
+            print(f"{name}: its host_key is pinned in the pipeline file: change it there")
+            return False
+        if not args.replace:
+            print(f"{name}: not recorded; check the key on the host, then run again with"
+                  " --replace")
+            return False
+    else:
+        print(f"{name}: unknown host key {offered}")
+    if not (args.yes or _confirm(f"Trust {offered} for {name}? [y/N] ")):
+        print(f"{name}: not recorded")
+        return False
+    hosts.trust(known_hosts, found)
+    print(f"{name}: recorded in {known_hosts}")
+    return True
+
+
+def _confirm(question: str) -> bool:
+    """Ask on the terminal; no terminal means no."""
+    if not sys.stdin.isatty():
+        return False
+    try:
+        return input(question).strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
+
+
+def _context(settings: Settings) -> Context:
+    """The context of a command that reads history or queues work; schema brought up to date."""
+    from app import context as app_context
+
+    ctx = app_context.load(settings)
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        ctx.db.migrate()
+    except SQLAlchemyError as exc:
+        url = ctx.db.engine.url.render_as_string(hide_password=True)
+        raise CommandError(1, f"cannot use the database {url}: {exc}") from exc
+    return ctx
+
+
+def _environment(config: cfg.Config, project_name: str,
+                 env_name: str) -> tuple[cfg.Project, cfg.Environment]:
+    project = config.projects.get(project_name)
+    if project is None:
+        raise CommandError(2, f"there is no project {project_name!r} in {config.path}")
+    env = project.environments.get(env_name)
+    if env is None:
+        names = ", ".join(project.environments) or "none"
+        raise CommandError(2, f"project {project_name} has no environment {env_name!r}"
+                              f" (it has: {names})")
+    return project, env
+
+
+def _environments(config: cfg.Config, project_name: str,
+                  env_name: str | None) -> list[cfg.Environment]:
+    if env_name is not None:
+        return [_environment(config, project_name, env_name)[1]]
+    project = config.projects.get(project_name)
+    if project is None:
+        raise CommandError(2, f"there is no project {project_name!r} in {config.path}")
+    return list(project.environments.values())
+
+
+def _commit(ctx: Context, project: cfg.Project, env: cfg.Environment, *, ref: str | None,
+            sha: str | None) -> tuple[str, str]:
+    """(full sha, full ref) to deploy. A ref (default: the environment's first branch) is
+    resolved on the project's mirror; a sha is taken as given when it was built already."""
+    from app import pipeline
+
+    if sha is not None:
+        if not _COMMIT.fullmatch(sha):
+            raise CommandError(2, f"--sha takes a commit id of 7 to 40 lowercase hexadecimal"
+                                  f" digits, not {sha!r}")
+        built = pipeline.find_build(ctx, project, sha) if len(sha) == 40 else None
+        if built is not None and built.state == "succeeded":
+            return sha, built.ref
+        full = _resolve(_mirror(ctx, project, sha if len(sha) == 40 else None), sha)
+        built = pipeline.find_build(ctx, project, full)
+        return full, built.ref if built else ""
+    name = ref if ref is not None else _default_branch(env)
+    if not name or name.startswith("-") or any(ord(c) < 32 for c in name):
+        raise CommandError(2, f"{name!r} is not a branch, tag or ref")
+    mirror = _mirror(ctx, project, None)
+    candidates = [name] if name.startswith("refs/") else [f"refs/heads/{name}", f"refs/tags/{name}"]
+    for candidate in candidates:
+        try:
+            return _resolve(mirror, candidate), candidate
+        except CommandError:
+            continue
+    raise CommandError(1, f"there is no branch or tag {name!r} in {project.repo}")
+
+
+def _default_branch(env: cfg.Environment) -> str:
+    branch = env.branches[0] if env.branches else ""
+    if not branch or _GLOB.search(branch):
+        raise CommandError(2, f"environment {env.name} has no plain first branch to deploy"
+                              " by default: say which with --ref or --sha")
+    return branch
+
+
+def _mirror(ctx: Context, project: cfg.Project, sha: str | None) -> Path:
+    """The project's git mirror, fetched (for `sha` only, when given)."""
+    from app import pipeline
+    from workers import build
+
+    clone_url = pipeline.known_clone_url(ctx, project)
+    if not clone_url:
+        raise CommandError(2, f"Conveyor does not know where the repository of {project.name}"
+                              f" is: set projects.{project.name}.clone_url, or push once")
+    try:
+        return build.update_mirror(ctx.settings.data_dir, project.name, clone_url,
+                                   lambda _line: None, sha=sha, ssh=ctx.config.ssh)
+    except build.BuildError as exc:
+        raise CommandError(1, f"cannot fetch the repository of {project.name}: {exc}") from exc
+
+
+def _resolve(mirror: Path, revision: str) -> str:
+    from workers import build
+
+    try:
+        out = build.git("rev-parse", "--verify", "--quiet", "--end-of-options",
+                        f"{revision}^{{commit}}", cwd=mirror)
+    except build.BuildError:
+        raise CommandError(1, f"there is no commit {revision} in the repository") from None
+    return out.strip()
+
+
+def _plan(ctx: Context, project: cfg.Project, env: cfg.Environment, sha: str, ref: str) -> int:
+    """Print what the deployment would do, looking at the hosts (changing nothing)."""
+    from app import pipeline
+    from workers import deploy, hosts
+
+    build = pipeline.find_build(ctx, project, sha)
+    artifact = None
+    if build is not None and build.state == "succeeded" and build.artifact_path:
+        artifact = pipeline.Artifact(build.artifact_path, build.artifact_sha256 or "",
+                                     build.artifact_size or 0)
+    about = f"build {build.id} ({build.state})" if build is not None else "a new build"
+    looks = hosts.look(ctx.config.ssh, env, artifact.sha256 if artifact else "0" * 64,
+                       artifact.size if artifact else 0)
+    lines = deploy.plan(env, project=project.name, sha=sha, ref=ref, artifact=artifact,
+                        build=about, hosts=looks)
+    print("\n".join(lines))
+    print("this is a plan: nothing was changed")
+    unusable = [look.host for look in looks if look.error]
+    if unusable:
+        raise CommandError(1, f"{len(unusable)} host(s) cannot be used, so the deployment"
+                              f" would fail: {', '.join(unusable)}")
     return 0
 
 

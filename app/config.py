@@ -23,6 +23,8 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _DURATION = re.compile(r"^(\d+)\s*(s|m|h)?$")
 _UNITS = {None: 1, "s": 1, "m": 60, "h": 3600}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# A shared entry as the deploy scripts take it (workers/remote.py checks it again).
+_SHARED = re.compile(r"^(?!\.{1,2}(/|$))[A-Za-z0-9._@+-]+(/(?!\.{1,2}(/|$))[A-Za-z0-9._@+-]+)*/?$")
 _HOST = re.compile(r"^(?P<user>[A-Za-z0-9_][A-Za-z0-9_.-]*)"
                    r"@(?P<hostname>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\])"
                    r"(?::(?P<port>\d{1,5}))?$")
@@ -435,6 +437,10 @@ class _Reader:
             if item.startswith("/") or ".." in Path(item).parts:
                 self.problem(nodes["shared"], f"{path}.shared[{i}]",
                              f"{item!r} must be a path inside the release (no leading /, no ..)")
+            elif not _SHARED.match(item):
+                self.problem(nodes["shared"], f"{path}.shared[{i}]",
+                             f"{item!r} may hold letters, digits and ._@+-/ only, no ./ parts"
+                             " (a trailing / asks for a folder)")
         hooks = self.mapping(nodes.get("hooks"), f"{path}.hooks",
                              {"before_activate": False, "after_activate": False})
         before = self.optional(hooks, "before_activate", f"{path}.hooks", self.strings, ())

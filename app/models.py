@@ -10,10 +10,13 @@ from sqlalchemy import (
     BigInteger,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
     UniqueConstraint,
+    false,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -35,7 +38,14 @@ class Delivery(Base):
     """One webhook request as the forge sent it, and the answer it got."""
 
     __tablename__ = "deliveries"
-    __table_args__ = (UniqueConstraint("provider", "delivery_id"),)
+    # A delivery id is done once (its work queued, its answer recorded); refused attempts and
+    # ones that met a service outage are recorded too, and never block a later redelivery.
+    __table_args__ = (
+        Index("uq_deliveries_done", "provider", "delivery_id", unique=True,
+              sqlite_where=text("done"), postgresql_where=text("done")),
+        Index("ix_deliveries_project_id", "project", "id"),
+        Index("ix_deliveries_sha", "sha"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     provider: Mapped[str] = mapped_column(String(20))
@@ -50,6 +60,7 @@ class Delivery(Base):
     answer: Mapped[dict[str, Any]] = mapped_column(default=dict)
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     duration_ms: Mapped[int] = mapped_column(Integer, default=0)
+    done: Mapped[bool] = mapped_column(default=False, server_default=false())
 
 
 class Build(Base):
@@ -65,6 +76,11 @@ class Build(Base):
     repository: Mapped[str] = mapped_column(String(400))
     clone_url: Mapped[str] = mapped_column(Text)
     settings_hash: Mapped[str] = mapped_column(String(64))
+    # `paths:` (app/pipeline/paths.py): the commit the push's changes are counted from (its
+    # before sha, all zeros for a new branch) and the branch a new branch is compared with.
+    # NULL or "" means built whatever changed (a manual deploy, a tag, two pushes at once).
+    changes_since: Mapped[str | None] = mapped_column(String(64))
+    changes_base: Mapped[str | None] = mapped_column(String(400))
     # A failed build, or one whose artifact was pruned, runs again as a new attempt.
     attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     state: Mapped[str] = mapped_column(String(20), default="queued")
@@ -120,6 +136,8 @@ class DeploymentHost(Base):
     previous_release: Mapped[str | None] = mapped_column(String(100))
     release: Mapped[str | None] = mapped_column(String(100))
     uploaded: Mapped[bool | None]
+    # Seconds each step took on this host: {"connect": 0.07, "upload": 0.4, ...}.
+    timings: Mapped[dict[str, Any] | None]
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
@@ -137,3 +155,42 @@ class LogLine(Base):
     deployment_id: Mapped[int | None] = mapped_column(ForeignKey("deployments.id"), index=True)
     at: Mapped[datetime] = mapped_column(default=utcnow)
     text: Mapped[str] = mapped_column(Text)
+
+
+class Release(Base):
+    """One release of an environment, made by one deployment: good once that deployment put
+    it live everywhere, bad when it failed or was rolled back (never a rollback target)."""
+
+    __tablename__ = "releases"
+    __table_args__ = (UniqueConstraint("project", "environment", "release_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project: Mapped[str] = mapped_column(String(200))
+    environment: Mapped[str] = mapped_column(String(200))
+    release_id: Mapped[str] = mapped_column(String(100))
+    deployment_id: Mapped[int] = mapped_column(ForeignKey("deployments.id"))
+    build_id: Mapped[int] = mapped_column(ForeignKey("builds.id"))
+    sha: Mapped[str] = mapped_column(String(64))
+    ref: Mapped[str] = mapped_column(String(400))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    live_at: Mapped[datetime | None]
+    bad: Mapped[bool] = mapped_column(default=False)
+    bad_reason: Mapped[str | None] = mapped_column(Text)
+    marked_bad_at: Mapped[datetime | None]
+
+
+class HostRelease(Base):
+    """What one host of an environment runs, as far as Conveyor knows: the release live
+    there after the last deployment that reached it, and the last good release."""
+
+    __tablename__ = "host_releases"
+    __table_args__ = (UniqueConstraint("project", "environment", "host"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project: Mapped[str] = mapped_column(String(200))
+    environment: Mapped[str] = mapped_column(String(200))
+    host: Mapped[str] = mapped_column(String(300))
+    live_release: Mapped[str | None] = mapped_column(String(100))
+    last_good_release: Mapped[str | None] = mapped_column(String(100))
+    deployment_id: Mapped[int | None] = mapped_column(ForeignKey("deployments.id"))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

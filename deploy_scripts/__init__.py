@@ -12,7 +12,9 @@ from importlib import resources
 __all__ = ["SCRIPT_NAMES", "script"]
 
 #: The scripts that can be run, without the ``.sh`` suffix (``common`` is a library).
-SCRIPT_NAMES = ("probe", "prepare", "activate", "rollback", "discard", "prune")
+SCRIPT_NAMES = (
+    "probe", "prepare", "activate", "after_activate", "rollback", "discard", "prune", "inspect",
+)
 
 
 def script(name: str) -> str:

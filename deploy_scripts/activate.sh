@@ -10,6 +10,8 @@
 # PATH/.conveyor/revisions.log.
 # Exit codes: see common.sh (2 usage, 3 release folder missing, 6 `current` is
 # not Conveyor's).
+# The after_activate hooks and the health check follow as their own step
+# (after_activate.sh), so that a failing hook is told apart from a failed switch.
 set -eu
 
 check_count 2 2 $# "activate.sh PATH RELEASE_ID"
@@ -26,7 +28,3 @@ switch_current "$path" "$release_id"
 printf 'previous=%s\n' "$previous"
 log_revision "$path" "activate $release_id previous=$previous"
 
-# ---------------------------------------------------------------------------
-# LATER: after_activate hooks run in the next step, not here, so that a
-# failing hook can be told apart from a failed switch.
-# ---------------------------------------------------------------------------

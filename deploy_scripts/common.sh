@@ -2,7 +2,8 @@
 # Conveyor deploy scripts: helpers shared by every script.
 #
 # A host needs: a POSIX sh and awk, GNU coreutils (sha256sum, readlink, `mv -T`,
-# timeout), GNU tar and gzip.
+# timeout), GNU tar and gzip. openssl is used for sha256 when present (several
+# times faster than sha256sum), never required.
 #
 # This file is never run on its own: Conveyor sends it over the SSH channel
 # followed by one of the scripts (probe.sh, prepare.sh, ...), as one text on
@@ -18,6 +19,14 @@
 #   5  the release folder already exists
 #   6  the layout on the host is not Conveyor's (e.g. `current` is not a link),
 #      or discard.sh was asked to remove the live release
+#   7  a hook (before_activate, after_activate) failed, or a shared entry is missing
+#   8  the health check failed every attempt
+#   9  the artifact is not on the host (prepare.sh: upload it, then try again)
+#
+# Values that are not plain (hook commands, shared entries, the health check)
+# arrive as shell variables set in front of the script, never as arguments:
+#   <name>_count=N and <name>_1 .. <name>_N for a list (hooks, shared),
+#   health_command, health_retries, health_interval, health_timeout.
 set -eu
 LC_ALL=C
 export LC_ALL
@@ -114,4 +123,47 @@ log_revision() {
     shift
     mkdir -p "$log_path/.conveyor"
     printf '%s %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >>"$log_path/.conveyor/revisions.log"
+}
+
+# sha256_of FILE: print the sha256 of FILE.
+sha256_of() {
+    if command -v openssl >/dev/null 2>&1; then
+        sha256_line=$(openssl dgst -sha256 -r <"$1") || return 1
+    else
+        sha256_line=$(sha256sum <"$1") || return 1
+    fi
+    printf '%s\n' "${sha256_line%% *}"
+}
+
+# list_item NAME I: print the I-th item of the list NAME (see the header).
+list_item() {
+    eval "printf '%s' \"\${${1}_$2-}\""
+}
+
+# list_count NAME: the number of items in the list NAME (0 when it is not set).
+list_count() {
+    list_count_value=
+    eval "list_count_value=\${${1}_count:-0}"
+    case $list_count_value in
+        '' | *[!0-9]*) die 2 "${1}_count must be a number, got '$list_count_value'" ;;
+    esac
+    printf '%s\n' "$list_count_value"
+}
+
+# run_hooks NAME DIR: run each command of the list NAME with `sh -c` in DIR, in
+# order, their output on stderr (stdout carries this script's fields); die 7
+# naming the first one that fails.
+run_hooks() {
+    hooks_total=$(list_count "$1")
+    hooks_index=1
+    while [ "$hooks_index" -le "$hooks_total" ]; do
+        hook=$(list_item "$1" "$hooks_index")
+        printf 'conveyor: %s[%s]: %s\n' "$1" "$hooks_index" "$hook" >&2
+        hook_status=0
+        (cd "$2" && exec sh -c "$hook") >&2 || hook_status=$?
+        if [ "$hook_status" -ne 0 ]; then
+            die 7 "the $1 hook $hooks_index failed with exit status $hook_status: $hook"
+        fi
+        hooks_index=$((hooks_index + 1))
+    done
 }

@@ -1,10 +1,12 @@
 # shellcheck shell=sh
 # discard.sh PATH RELEASE_ID
 #
-# Removes a prepared release that will not go live (a deployment that failed
-# before activation): PATH/releases/RELEASE_ID and its record in
-# PATH/.conveyor/releases/. Never removes the live release (exit 6). A release
-# that is not there is not an error, so discarding twice is harmless.
+# Removes a release that will not stay live (a deployment that failed before
+# activation, or one rolled back): PATH/releases/RELEASE_ID, its record in
+# PATH/.conveyor/releases/ and the temporary folder an interrupted prepare.sh
+# left. Never removes the live release
+# (exit 6). A release that is not there is not an error, so discarding twice
+# is harmless.
 # Prints on stdout: "discarded=<release id>" when a folder was removed.
 # Exit codes: see common.sh (2 usage, 6 the release is live or `current` is not
 # Conveyor's).
@@ -23,6 +25,7 @@ if [ "$live" = "$release_id" ]; then
 fi
 
 rm -f "$path/.conveyor/releases/$release_id"
+rm -rf "$path/releases/.tmp-$release_id"
 if [ -d "$release" ] && [ ! -L "$release" ]; then
     # Renamed first, so that an interrupted removal leaves only a .tmp-* folder.
     mv -T "$release" "$path/releases/.tmp-$release_id"

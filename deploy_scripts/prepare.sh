@@ -3,18 +3,35 @@
 #
 # Unpacks the uploaded artifact PATH/.conveyor/artifacts/SHA256.tar.gz into
 # PATH/releases/RELEASE_ID, which goes live later with activate.sh:
-#   1. verify the artifact's sha256;
-#   2. list it and refuse it whole (exit 4, nothing written) when a member has an
-#      absolute name or a ".." component, is a symbolic or hard link whose target
-#      is absolute or contains "..", is set-user/group-id, or is anything but a
-#      regular file, folder or link (devices, fifos...);
-#   3. unpack into PATH/releases/.tmp-RELEASE_ID and rename that to
-#      PATH/releases/RELEASE_ID: a release folder is never half-written.
-# On any failure the temporary folder is removed.
+#   1. verify the artifact's sha256 (exit 9 when it is not on the host, 3 when
+#      it is corrupt: the caller uploads it and runs prepare.sh again, so a
+#      deployment tries prepare first and sends the artifact only where needed);
+#   2. decompress it, once per artifact: the plain tar is kept beside it as
+#      PATH/.conveyor/artifacts/SHA256.tar, so that a redeploy inflates
+#      nothing (it is derived on the host from the verified artifact, and
+#      trusted as the release folders are);
+#   3. list it and refuse it whole (exit 4, nothing written, the plain tar
+#      removed) when a member has an absolute name or a ".." component, is a
+#      symbolic or hard link whose target is absolute or contains "..", is
+#      set-user/group-id, or is anything but a regular file, folder or link;
+#   4. unpack into PATH/releases/.tmp-RELEASE_ID and rename that to
+#      PATH/releases/RELEASE_ID: a release folder is never half-written;
+#   5. link each entry of the list `shared` (see common.sh) from PATH/shared:
+#      whatever the release holds at that name is replaced by a symbolic link to
+#      PATH/shared/<entry>; a missing entry ending in "/" is made as an empty
+#      folder, any other missing entry fails (exit 7);
+#   6. run the `before_activate` hooks in the release folder (exit 7 on failure).
+# On any failure, the temporary files and the release folder are removed:
+# nothing is left but the artifact (and its plain tar, unless refused).
 # Records the artifact of the release in PATH/.conveyor/releases/RELEASE_ID
 # (its sha256), which prune.sh reads to keep the live artifact.
-# Exit codes: see common.sh (2 usage, 3 artifact missing or corrupt, 4 unsafe
-# artifact, 5 release folder already exists).
+# Hooks see CONVEYOR_PREVIOUS_RELEASE_PATH set here, from the live release.
+# Prints on stdout:
+#   previous=<release id live now, or empty>
+#   release=<RELEASE_ID>            (once prepared)
+# Exit codes: see common.sh (2 usage, 3 artifact corrupt, 4 unsafe artifact,
+# 5 release folder already exists, 7 a hook failed or a shared entry is
+# missing, 9 the artifact is not on the host).
 set -eu
 
 check_count 3 3 $# "prepare.sh PATH SHA256 RELEASE_ID"
@@ -74,37 +91,90 @@ check_members() {
     '
 }
 
-[ -f "$artifact" ] || die 3 "the artifact $artifact is missing; upload it first"
-actual=$(sha256sum <"$artifact")
-actual=${actual%% *}
+# link_shared RELEASE: replace each shared entry in RELEASE by a link to PATH/shared.
+link_shared() {
+    shared_total=$(list_count shared)
+    shared_index=1
+    while [ "$shared_index" -le "$shared_total" ]; do
+        entry=$(list_item shared "$shared_index")
+        name=${entry%/}
+        check_shared "$name"
+        source=$path/shared/$name
+        if [ ! -e "$source" ]; then
+            case $entry in
+                */) mkdir -p "$source" ;;
+                *) die 7 "the shared entry $source is missing; create it on the host (or write '$name/' to have a folder made)" ;;
+            esac
+        fi
+        rm -rf "${1:?}/$name"
+        mkdir -p "$(dirname "$1/$name")"
+        ln -s "$source" "$1/$name"
+        shared_index=$((shared_index + 1))
+    done
+}
+
+# check_shared NAME: a relative, normalised name of plain characters.
+check_shared() {
+    case $1 in
+        '' | /* | . | .. | ./* | ../* | */. | */.. | */./* | */../* | *//* | *[!A-Za-z0-9._/@+-]*)
+            die 2 "a shared entry must be a relative path of letters, digits and ._/@+-, got '$1'" ;;
+    esac
+}
+
+# cleanup: what a failed prepare leaves behind is removed (run on exit).
+cleanup() {
+    rm -rf "$tmp" "$plain.part"
+    if [ -n "$made" ]; then
+        rm -f "$path/.conveyor/releases/$release_id"
+        mv -T "$made" "$tmp" 2>/dev/null && rm -rf "$tmp"
+    fi
+}
+
+previous=$(current_release "$path")
+printf 'previous=%s\n' "$previous"
+CONVEYOR_PREVIOUS_RELEASE_PATH=${previous:+$path/releases/$previous}
+export CONVEYOR_PREVIOUS_RELEASE_PATH
+
+if [ ! -f "$artifact" ]; then
+    mkdir -p "$path/.conveyor/artifacts"
+    die 9 "the artifact $artifact is missing; upload it first"
+fi
+actual=$(sha256_of "$artifact") || die 3 "the artifact $artifact cannot be read"
 [ "$actual" = "$sha256" ] \
     || die 3 "the artifact $artifact is corrupt: its sha256 is $actual, expected $sha256"
 if [ -e "$release" ] || [ -L "$release" ]; then
     die 5 "the release folder $release already exists (a retry?); deploy under a new release id"
 fi
 
-listing=$(tar -P --numeric-owner -tzvf "$artifact") \
+# Inflated once per artifact: listing and unpacking a plain tar cost no inflate.
+plain=${artifact%.gz}
+made=
+trap cleanup EXIT
+trap 'exit 143' HUP INT TERM
+rm -rf "$tmp"
+if [ ! -f "$plain" ]; then
+    gzip -dc <"$artifact" >"$plain.part" \
+        || die 3 "the artifact $artifact cannot be listed by tar (gzip cannot read it)"
+    mv -f "$plain.part" "$plain"
+fi
+listing=$(tar -P --numeric-owner -tvf "$plain") \
     || die 3 "the artifact $artifact cannot be listed by tar"
 if ! unsafe=$(check_members "$listing"); then
+    rm -f "$plain"
     die 4 "the artifact $artifact is refused, nothing was unpacked:
 $unsafe"
 fi
 
 mkdir -p "$path/releases" "$path/.conveyor/releases"
-rm -rf "$tmp"
-trap 'rm -rf "$tmp"' EXIT
-trap 'exit 143' HUP INT TERM
 mkdir "$tmp"
-tar -xzf "$artifact" -C "$tmp" --no-same-owner --no-same-permissions
+tar -xf "$plain" -C "$tmp" --no-same-owner --no-same-permissions
 printf '%s\n' "$sha256" >"$path/.conveyor/releases/$release_id"
 mv -T "$tmp" "$release"
+made=$release
+
+link_shared "$release"
+run_hooks before_activate "$release"
+
+made=
 trap - EXIT HUP INT TERM
-
-# ---------------------------------------------------------------------------
-# LATER: link PATH/shared entries into "$release" and run the before_activate
-# hooks here (in "$release", with the CONVEYOR_* variables exported by the
-# preamble, stdin already /dev/null). A failure must exit non-zero; the caller
-# then runs discard.sh for this release (harmless when nothing is there).
-# ---------------------------------------------------------------------------
-
 printf 'release=%s\n' "$release_id"

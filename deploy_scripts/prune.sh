@@ -8,10 +8,11 @@
 #     caller passes its own rollback target as RELEASE_ID when that differs);
 #   - leftover temporary folders PATH/releases/.tmp-*, and the records in
 #     PATH/.conveyor/releases/ of releases that are gone;
-#   - artifacts in PATH/.conveyor/artifacts that no remaining release was
-#     unpacked from (prepare.sh records each release's sha256 in
-#     PATH/.conveyor/releases/), plus leftover partial uploads (*.part). An
-#     artifact is never touched otherwise: a redeploy finds it as it was.
+#   - artifacts in PATH/.conveyor/artifacts (SHA256.tar.gz and the plain
+#     SHA256.tar beside it) that no remaining release was unpacked from
+#     (prepare.sh records each release's sha256 in PATH/.conveyor/releases/),
+#     plus leftover partial files (*.part). An artifact is never touched
+#     otherwise: a redeploy finds it as it was.
 # Prints one line per removal on stdout: "removed=<release id>",
 # "removed_artifact=<file name>".
 # Exit codes: see common.sh (2 usage, 6 `current` is not Conveyor's).
@@ -89,8 +90,9 @@ prune_leftovers() {
     done
 }
 
-# prune_artifacts: remove the artifacts (<sha256>.tar.gz) that no remaining
-# release record names, and partial uploads; other names are left alone.
+# prune_artifacts: remove the artifacts (<sha256>.tar.gz, <sha256>.tar) that
+# no remaining release record names, and partial files; other names are left
+# alone.
 prune_artifacts() {
     in_use=" "
     for record in "$records"/*; do
@@ -100,11 +102,16 @@ prune_artifacts() {
     done
     for file in "$artifacts"/*; do
         name=${file##*/}
-        if is_sha256 "${name%.tar.gz.part}"; then
-            rm -f "$file"
-        elif is_sha256 "${name%.tar.gz}"; then
+        sha=${name%.part}
+        sha=${sha%.gz}
+        sha=${sha%.tar}
+        if [ "$name" != "$sha.tar.gz" ] && [ "$name" != "$sha.tar" ]; then
+            if is_sha256 "$sha" && [ "$name" != "${name%.part}" ]; then
+                rm -f "$file"
+            fi
+        elif is_sha256 "$sha"; then
             case $in_use in
-                *" ${name%.tar.gz} "*) ;;
+                *" $sha "*) ;;
                 *) rm -f "$file"; printf 'removed_artifact=%s\n' "$name" ;;
             esac
         fi

@@ -3,13 +3,15 @@
 #
 # Puts PATH/current back on PATH/releases/PREVIOUS_RELEASE_ID in one rename,
 # or removes PATH/current when PREVIOUS_RELEASE_ID is empty or left out (a
-# failed first deployment leaves no `current`, as before it).
-# Prints on stdout:
+# failed first deployment leaves no `current`, as before it). Then runs the
+# `after_activate` hooks in the release put back (none when there is none),
+# their output on stderr.
+# Prints on stdout, before the hooks run:
 #   previous=<release id that was live, or empty>
 # Appends "<UTC time> rollback <PREVIOUS_RELEASE_ID or -> previous=<id>" to
 # PATH/.conveyor/revisions.log.
 # Exit codes: see common.sh (2 usage, 3 release folder missing, 6 `current` is
-# not Conveyor's).
+# not Conveyor's, 7 a hook failed: `current` was put back all the same).
 set -eu
 
 check_count 1 2 $# "rollback.sh PATH [PREVIOUS_RELEASE_ID]"
@@ -30,3 +32,7 @@ else
 fi
 printf 'previous=%s\n' "$was"
 log_revision "$path" "rollback ${target:--} previous=$was"
+
+if [ -n "$target" ]; then
+    run_hooks after_activate "$path/releases/$target"
+fi

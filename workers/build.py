@@ -53,6 +53,12 @@ def run(build_id: int) -> None:
     try:
         mirror = update_mirror(ctx.settings.data_dir, order.project.name, order.clone_url, say,
                                sha=order.sha, ssh=ctx.config.ssh)
+        # -- issue 3 (intake), `paths:`: a push that changes nothing under them ends here. --
+        from workers.changes import skip_unchanged
+        if skip_unchanged(ctx, build_id, mirror, order.clone_url, say):
+            failed = False
+            return
+        # -- end of issue 3's block -----------------------------------------------------------
         checkout(mirror, order.sha, workspace)
         run_commands(order.project.build.commands, workspace,
                      build_env(order, workspace), order.project.build.timeout, say)
@@ -192,7 +198,11 @@ def update_mirror(data_dir: Path, project: str, clone_url: str,
     return mirror
 
 
-MIRROR_REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
+# Branches and tags, and the heads of pull requests (GitHub, Gitea) and merge requests
+# (GitLab), so that a fork's commit is found where the forge refuses fetching by commit id.
+MIRROR_REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*",
+                   "+refs/pull/*/head:refs/pull/*/head",
+                   "+refs/merge-requests/*/head:refs/merge-requests/*/head")
 
 
 def redact(url: str) -> str:

@@ -1,15 +1,20 @@
 """The deploy job: put one artifact live on every host of an environment, in two phases.
 
 *prepare* runs on every host (`parallel` at once) and changes nothing that is live: upload
-unless the host holds the artifact, verify, unpack into `releases/<release-id>`. Any failure
-there removes the half-made releases and ends the deployment with no host switched.
-*activate* then switches `current` on every host; a failure puts every activated host back.
-What runs on a host is data (`workers.remote`); how it runs is the transport.
+unless the host holds the artifact, verify, unpack into `releases/<release-id>`, link
+`shared`, run `before_activate`. Any failure stops the other hosts early, removes the
+half-made releases and ends the deployment with no host switched.
+*activate* then switches `current` on `batch` hosts at a time (0: all together), runs
+`after_activate` and the health check there; a failure puts every host switched so far back
+on its previous release (running `after_activate` there) and removes the new release.
+Then old releases are pruned. What runs on a host is data (`workers.remote`); how it runs
+is the transport; what the outcome means (states, good and bad releases) is the pipeline's.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
@@ -17,34 +22,51 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from redis import Redis
-from redis.exceptions import LockError
+from redis.exceptions import LockError, RedisError
+from redis.lock import Lock
 
+from app import config as cfg
 from app import pipeline
-from app.config import Host, Ssh
 from app.context import Context
 from workers import context, remote, transport
+from workers.hosts import Look
 
 LOCK_TTL = 60            # a dead worker's lock is free again after this many seconds
 LOCK_HEARTBEAT = 15      # the live holder renews it this often
 LOCK_WAIT = 6 * 3600     # a deployment waits this long for the one before it
+LOCK_LOST = "the environment's lock was lost (Redis unreachable?); no host was left switched"
 
 
 class LockLost(Exception):
-    """The environment's lock expired under us: another deployment may be running."""
+    """The environment's lock could not be had or was lost: another deployment may run."""
 
 
-@dataclass
+class StepFailed(Exception):
+    """A remote step exited non-zero; the message names the host and the step."""
+
+    def __init__(self, message: str, result: transport.Result) -> None:
+        super().__init__(message)
+        self.exit_status, self.stdout = result.exit_status, result.stdout
+
+
+class Canceled(Exception):
+    """This host's work stopped because another host failed or the lock was lost."""
+
+
+@dataclass(eq=False)  # each run is itself: compared and hashed by identity
 class HostRun:
     """One host's part in a deployment, with the one connection it uses for everything."""
 
-    host: Host
+    host: cfg.Host
     link: transport.Transport | None = None
-    previous: str = ""
-    prepared: bool = False
-    activated: bool = False
+    previous: str = ""          # the release live before the deployment; "" = none
+    uploaded: bool | None = None
+    switched: bool = False      # `current` points (or may point) at the new release
+    rolled_back: bool = False
     error: str | None = None
-    unreachable: bool = False
-    lines: list[str] = field(default_factory=list)
+    unreachable: bool = False   # the host, not the release, is to blame for `error`
+    timings: dict[str, float] = field(default_factory=dict)
+    log: list[str] = field(default_factory=list)  # written with the host's next note
 
 
 def run(deployment_id: int) -> None:
@@ -63,35 +85,46 @@ def run(deployment_id: int) -> None:
             pipeline.finish_deployment(ctx, deployment_id, "error",
                                        f"internal error: {type(exc).__name__}: {exc}")
             raise
-    pipeline.finish_deployment(ctx, deployment_id, state, error)
+        pipeline.finish_deployment(ctx, deployment_id, state, error)
 
 
 @contextmanager
-def environment_lock(redis: Redis, name: str) -> Iterator[threading.Event]:
-    """Hold the environment's lock, renewed by a heartbeat; the event is set if it is lost."""
-    lock = redis.lock(name, timeout=LOCK_TTL, sleep=0.5, blocking_timeout=LOCK_WAIT,
+def environment_lock(redis: Redis, name: str, *, ttl: float = LOCK_TTL,
+                     heartbeat: float = LOCK_HEARTBEAT) -> Iterator[threading.Event]:
+    """Hold the environment's lock (it expires after `ttl` seconds unless renewed, every
+    `heartbeat` seconds, by a thread of its own); the event is set once it may have been
+    lost (taken over, or not renewable for so long that it may have expired)."""
+    lock = redis.lock(name, timeout=ttl, sleep=0.5, blocking_timeout=LOCK_WAIT,
                       thread_local=False)
     if not lock.acquire():
         raise LockLost(f"waited {LOCK_WAIT}s for {name} without getting it")
     lost, done = threading.Event(), threading.Event()
-
-    def heartbeat() -> None:
-        while not done.wait(LOCK_HEARTBEAT):
-            try:
-                lock.reacquire()
-            except LockError:
-                lost.set()
-                return
-
-    beat = threading.Thread(target=heartbeat, name="lock-heartbeat", daemon=True)
+    beat = threading.Thread(target=_heartbeat, args=(lock, lost, done, ttl, heartbeat),
+                            name="lock-heartbeat", daemon=True)
     beat.start()
     try:
         yield lost
     finally:
         done.set()
         beat.join()
-        with suppress(LockError):
+        with suppress(LockError, RedisError):
             lock.release()
+
+
+def _heartbeat(lock: Lock, lost: threading.Event, done: threading.Event, ttl: float,
+               interval: float) -> None:
+    renewed = time.monotonic()
+    while not done.wait(interval):
+        try:
+            lock.reacquire()
+            renewed = time.monotonic()
+        except LockError:  # not ours any more
+            lost.set()
+            return
+        except RedisError:  # unreachable: lost once it may expire before the next beat
+            if time.monotonic() - renewed + interval >= ttl:
+                lost.set()
+                return
 
 
 class Deployer:
@@ -103,133 +136,375 @@ class Deployer:
         self.env = order.environment
         self.runs = [HostRun(host) for host in self.env.hosts]
         self.timeout = float(ctx.config.ssh.command_timeout)
+        self.stop = threading.Event()  # a host failed to prepare: the others stop early
+        self.paths = _Paths(self.env.path, order.release_id)
 
     def deploy(self) -> tuple[str, str | None]:
         """(`succeeded` | `failed` | `error`, what went wrong)."""
         try:
-            self._each(self._prepare)
-            failed = [r for r in self.runs if r.error]
-            if failed:
-                self._each(self._discard, only=[r for r in self.runs if r.prepared])
-                state = "error" if all(r.unreachable for r in failed) else "failed"
-                return state, self._summary("prepare", failed)
-            if self.lock_lost.is_set():
-                self._each(self._discard)
-                return "error", "the environment's lock was lost before activation; nothing changed"
-            self._each(self._activate)
-            failed = [r for r in self.runs if r.error]
-            if failed:
-                self._each(self._rollback, only=[r for r in self.runs if r.activated])
-                return "failed", self._summary("activate", failed)
-            self._each(self._prune)
-            return "succeeded", None
+            return self._phases()
         finally:
             for host_run in self.runs:
                 if host_run.link is not None:
                     host_run.link.close()
 
-    def _each(self, step: Callable[[HostRun], None], only: list[HostRun] | None = None) -> None:
-        runs = self.runs if only is None else only
+    def _phases(self) -> tuple[str, str | None]:
+        if not Path(self.order.artifact.path).is_file():
+            return "error", f"the artifact {self.order.artifact.path} is gone; build again"
+        self._each(self._prepare, self.runs, self.env.parallel)
+        failed = self._failed()
+        if failed or self.lock_lost.is_set():
+            self._each(self._discard, self._reached(), self.env.parallel)
+            self._settle()
+            if not failed:
+                return "error", LOCK_LOST
+            return self._verdict(failed), _summary("prepare", failed, "no host changed")
+        for batch in pipeline.activation_batches(len(self.runs), self.env.batch):
+            if self.lock_lost.is_set():
+                return "error", self._undo() or LOCK_LOST
+            hosts = [self.runs[index] for index in batch]
+            self._each(self._activate, hosts, len(hosts))
+            failed = self._failed()
+            if not failed:
+                self._record({r: {"step": "live", "release": self.order.release_id}
+                              for r in hosts})
+            else:
+                undone = self._undo()
+                if undone:
+                    return "error", undone
+                return self._verdict(failed), _summary("activate", failed,
+                                                       "every switched host put back")
+        self._each(self._prune, self.runs, self.env.parallel)
+        self._record({r: {"state": "succeeded", "step": "live", "release": self.order.release_id,
+                          "timings": dict(r.timings)} for r in self.runs})
+        return "succeeded", None
+
+    # -- phases, per host ---------------------------------------------------------------------
+
+    def _prepare(self, host_run: HostRun) -> None:
+        """Connect, then prepare; prepare says when the host lacks the artifact (or holds a
+        copy that is not intact): it is uploaded then, and prepare runs again, once."""
+        self._checkpoint()
+        self._note(host_run, state="running", step="connect")
+        ssh = self.ctx.config.ssh
+        with self._timed(host_run, "connect"):
+            host_run.link = transport.connect(
+                transport.HostSpec.parse(host_run.host.spec, host_run.host.host_key),
+                key_path=ssh.key, known_hosts=ssh.known_hosts,
+                connect_timeout=float(ssh.connect_timeout))
+        self._checkpoint()
+        env = self._env(host_run)
+        del env["CONVEYOR_PREVIOUS_RELEASE_PATH"]  # prepare.sh sets it from what is live
+        step = remote.prepare(self.env.path, self.order.artifact.sha256, self.order.release_id,
+                              env, shared=self.env.shared, hooks=self.env.before_activate)
+        host_run.uploaded = False
+        try:
+            with self._timed(host_run, "prepare"):
+                stdout = self._step(host_run, step, quiet=(remote.EXIT_NO_ARTIFACT,))
+        except StepFailed as exc:
+            host_run.previous = remote.parse_prepare(exc.stdout).previous or ""
+            if exc.exit_status not in (remote.EXIT_NO_ARTIFACT, remote.EXIT_CORRUPT):
+                raise
+            self._upload(host_run)
+            with self._timed(host_run, "prepare"):
+                stdout = self._step(host_run, step)
+        host_run.previous = remote.parse_prepare(stdout).previous or ""
+        self._note(host_run, state="prepared", step="prepared", uploaded=host_run.uploaded,
+                   previous_release=host_run.previous or None)
+
+    def _upload(self, host_run: HostRun) -> None:
+        assert host_run.link is not None
+        self._checkpoint()
+        artifact = self.order.artifact
+        self._note(host_run, step="upload", uploaded=True,
+                   previous_release=host_run.previous or None)
+        host_run.uploaded = True
+        with self._timed(host_run, "upload"):
+            host_run.link.put(Path(artifact.path), self.paths.artifact(artifact.sha256),
+                              timeout=self.timeout)
+        megabytes, seconds = artifact.size / 1e6, host_run.timings["upload"]
+        self._say(host_run, f"uploaded the artifact, {megabytes:.1f} MB in {seconds:.1f} s")
+
+    def _activate(self, host_run: HostRun) -> None:
+        step = remote.activate(self.env.path, self.order.release_id, self._env(host_run))
+        try:
+            with self._timed(host_run, "activate"):
+                self._step(host_run, step)
+        except transport.TransportError:
+            host_run.switched = True  # it may have switched before the connection went
+            raise
+        host_run.switched = True
+        check = self.env.healthcheck
+        if check is not None or self.env.after_activate:
+            after = remote.after_activate(self.env.path, self.order.release_id,
+                                          self._env(host_run), hooks=self.env.after_activate,
+                                          healthcheck=check)
+            self._note(host_run, step="healthcheck" if check else "after_activate")
+            with self._timed(host_run, "after_activate"):
+                self._step(host_run, after, self.timeout + remote.healthcheck_seconds(check))
+
+    def _prune(self, host_run: HostRun) -> None:
+        """Prune old releases; a failure here is only logged: the release is live."""
+        protect = [host_run.previous] if host_run.previous else []
+        try:
+            with self._timed(host_run, "prune"):
+                self._step(host_run, remote.prune(self.env.path, self.env.keep_releases, protect))
+        except (transport.TransportError, StepFailed) as exc:
+            self._say(host_run, f"pruning failed (the release is live all the same): {exc}")
+
+    def _undo(self) -> str | None:
+        """Put every switched host back, remove the new release everywhere, record each
+        host's end; a sentence when some host could not be put back."""
+        switched = [r for r in self.runs if r.switched]
+        commits = pipeline.release_commits(self.ctx, self.order.project.name, self.env.name,
+                                           {r.previous for r in switched if r.previous})
+        self._each(lambda r: self._rollback(r, commits), switched, len(switched))
+        self._each(self._discard, self._reached(), self.env.parallel)
+        stuck = [r for r in switched if not r.rolled_back]
+        self._settle()
+        if not stuck:
+            return None
+        return _summary("rollback", stuck, "these hosts may still run the new release")
+
+    def _rollback(self, host_run: HostRun, commits: dict[str, tuple[str, str]]) -> None:
+        previous = host_run.previous or None
+        sha, ref = commits.get(host_run.previous, ("", ""))
+        env = self._env(host_run, release=host_run.previous, previous=self.order.release_id,
+                        sha=sha, ref=ref)
+        step = remote.rollback(self.env.path, previous, env, hooks=self.env.after_activate)
+        try:
+            with self._timed(host_run, "rollback"):
+                self._step(host_run, step)
+        except StepFailed as exc:
+            if exc.exit_status != remote.EXIT_HOOK:
+                raise _Unrecoverable(str(exc)) from exc
+            # `current` is back; only an after_activate hook failed there.
+            self._say(host_run, f"put back, but {exc}")
+        except transport.TransportError as exc:
+            raise _Unrecoverable(str(exc)) from exc
+        host_run.rolled_back = True
+
+    def _discard(self, host_run: HostRun) -> None:
+        if host_run.link is None or (host_run.switched and not host_run.rolled_back):
+            return
+        try:
+            self._step(host_run, remote.discard(self.env.path, self.order.release_id))
+        except (transport.TransportError, StepFailed) as exc:
+            self._say(host_run, f"could not remove the new release: {exc}")
+
+    def _settle(self) -> None:
+        """Record every host's end after a failure: what is live there now and why."""
+        ends: dict[HostRun, dict[str, object]] = {}
+        for host_run in self.runs:
+            if host_run.error:
+                state = "failed"
+            elif host_run.rolled_back:
+                state = "rolled_back"
+            else:
+                state = "canceled"
+            known = host_run.link is not None and (not host_run.switched or host_run.rolled_back)
+            release = (host_run.previous or None) if known else None
+            fields: dict[str, object] = {"state": state, "timings": dict(host_run.timings)}
+            if known:
+                fields["release"] = fields["previous_release"] = release
+            if state == "canceled" and host_run.link is not None:
+                fields["step"] = "discarded"
+            ends[host_run] = fields
+        self._record(ends)
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _each(self, step: Callable[[HostRun], None], runs: list[HostRun], workers: int) -> None:
         if not runs:
             return
-        with ThreadPoolExecutor(max_workers=min(self.env.parallel, len(runs))) as pool:
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(runs)))) as pool:
             list(pool.map(lambda host_run: self._guarded(step, host_run), runs))
 
     def _guarded(self, step: Callable[[HostRun], None], host_run: HostRun) -> None:
         try:
             step(host_run)
+            return
+        except Canceled:  # another host failed: this one is settled with the rest
+            return
+        except transport.DeadlineExceeded as exc:
+            host_run.log += _output_lines(exc.stdout, exc.stderr)
+            self._fail(host_run, str(exc))
         except transport.TransportError as exc:
-            host_run.error = str(exc)
-            host_run.unreachable = host_run.unreachable or host_run.link is None
-        except (StepFailed, ValueError) as exc:
+            self._fail(host_run, str(exc))
+            host_run.unreachable = True
+        except (StepFailed, _Unrecoverable, ValueError) as exc:
             # ValueError: a value the step builders refuse to send to a host.
-            host_run.error = str(exc)
-        if host_run.error:
-            self._note(host_run, state="failed", error=host_run.error)
+            self._fail(host_run, str(exc))
+        self.stop.set()
+        self._note(host_run, state="failed", error=host_run.error)
 
-    # -- steps ------------------------------------------------------------------------------
+    @staticmethod
+    def _fail(host_run: HostRun, error: str) -> None:
+        """Record what went wrong on a host, after what went wrong before (if anything)."""
+        host_run.error = f"{host_run.error}; then {error}" if host_run.error else error
 
-    def _prepare(self, host_run: HostRun) -> None:
-        self._note(host_run, state="running", step="connect")
-        ssh: Ssh = self.ctx.config.ssh
-        host_run.link = transport.connect(
-            transport.HostSpec.parse(host_run.host.spec, host_run.host.host_key),
-            key_path=ssh.key, known_hosts=ssh.known_hosts,
-            connect_timeout=float(ssh.connect_timeout))
-        artifact = self.order.artifact
-        self._note(host_run, step="probe")
-        probed = remote.parse_probe(
-            self._step(host_run, remote.probe(self.env.path, artifact.sha256)))
-        host_run.previous = probed.current or ""
-        self._note(host_run, previous_release=probed.current)
-        uploaded = not probed.has_artifact
-        if uploaded:
-            self._note(host_run, step="upload")
-            host_run.link.put(Path(artifact.path),
-                              remote.artifact_path(self.env.path, artifact.sha256),
-                              timeout=self.timeout)
-        self._note(host_run, step="prepare", uploaded=uploaded)
-        self._step(host_run, remote.prepare(self.env.path, artifact.sha256,
-                                            self.order.release_id, self._env(host_run)))
-        host_run.prepared = True
-        self._note(host_run, state="prepared")
+    def _checkpoint(self) -> None:
+        if self.stop.is_set() or self.lock_lost.is_set():
+            raise Canceled
 
-    def _activate(self, host_run: HostRun) -> None:
-        self._note(host_run, step="activate")
-        self._step(host_run, remote.activate(self.env.path, self.order.release_id,
-                                             self._env(host_run)))
-        host_run.activated = True
-        self._note(host_run, state="succeeded", step="live", release=self.order.release_id)
-
-    def _rollback(self, host_run: HostRun) -> None:
-        self._step(host_run, remote.rollback(self.env.path, host_run.previous or None,
-                                             self._env(host_run)))
-        self._note(host_run, state="rolled_back", step="rolled back",
-                   release=host_run.previous or None)
-
-    def _discard(self, host_run: HostRun) -> None:
-        if host_run.link is not None and host_run.prepared:
-            self._step(host_run, remote.discard(self.env.path, self.order.release_id))
-            host_run.prepared = False
-
-    def _prune(self, host_run: HostRun) -> None:
-        self._step(host_run, remote.prune(self.env.path, self.env.keep_releases))
-
-    # -- helpers ----------------------------------------------------------------------------
-
-    def _step(self, host_run: HostRun, step: remote.Step) -> str:
+    def _step(self, host_run: HostRun, step: remote.Step, timeout: float | None = None, *,
+              quiet: tuple[int, ...] = ()) -> str:
+        """Run a step; its output goes to the log (unless it ends with a `quiet` status);
+        StepFailed unless it exits 0."""
         assert host_run.link is not None
-        result = host_run.link.run(step, timeout=self.timeout)
-        for line in (result.stdout + result.stderr).splitlines():
-            pipeline.log(self.ctx, f"[{host_run.host.spec}] {step.name}: {line}",
-                         deployment_id=self.order.deployment_id)
+        result = host_run.link.run(step, timeout=timeout or self.timeout)
+        if result.exit_status not in quiet:
+            prefix = f"{step.name}: "
+            host_run.log += [prefix + line for line in _output_lines(result.stdout, result.stderr)]
         if result.exit_status != 0:
-            reason = (result.stderr.strip().splitlines() or [f"exit {result.exit_status}"])[-1]
-            raise StepFailed(f"{host_run.host.spec}: {step.name} failed: {reason}")
+            reason = _reason(result)
+            raise StepFailed(f"{host_run.host.spec}: {step.name} failed: {reason}", result)
         return result.stdout
 
-    def _env(self, host_run: HostRun) -> dict[str, str]:
-        releases = f"{self.env.path}/releases"
+    @contextmanager
+    def _timed(self, host_run: HostRun, name: str) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            spent = host_run.timings.get(name, 0.0) + time.monotonic() - started
+            host_run.timings[name] = round(spent, 3)
+
+    def _env(self, host_run: HostRun, *, release: str | None = None,
+             previous: str | None = None, sha: str | None = None,
+             ref: str | None = None) -> dict[str, str]:
+        """The CONVEYOR_* variables of hooks and health checks (SPEC §6)."""
+        release = self.order.release_id if release is None else release
+        previous = host_run.previous if previous is None else previous
         return {
             "CONVEYOR_PROJECT": self.order.project.name,
             "CONVEYOR_ENVIRONMENT": self.env.name,
-            "CONVEYOR_SHA": self.order.sha,
-            "CONVEYOR_REF": self.order.ref,
-            "CONVEYOR_RELEASE_ID": self.order.release_id,
-            "CONVEYOR_RELEASE_PATH": f"{releases}/{self.order.release_id}",
-            "CONVEYOR_PREVIOUS_RELEASE_PATH":
-                f"{releases}/{host_run.previous}" if host_run.previous else "",
+            "CONVEYOR_SHA": self.order.sha if sha is None else sha,
+            "CONVEYOR_REF": self.order.ref if ref is None else ref,
+            "CONVEYOR_RELEASE_ID": release,
+            "CONVEYOR_RELEASE_PATH": self.paths.release(release),
+            "CONVEYOR_PREVIOUS_RELEASE_PATH": self.paths.release(previous) if previous else "",
         }
 
     def _note(self, host_run: HostRun, **fields: object) -> None:
-        pipeline.update_host(self.ctx, self.order.deployment_id, host_run.host.spec, **fields)
+        """Record the host's progress, with the log lines gathered since its last note."""
+        lines = [f"[{host_run.host.spec}] {line}" for line in host_run.log]
+        host_run.log = []
+        pipeline.update_host(self.ctx, self.order.deployment_id, host_run.host.spec,
+                             log=lines, **fields)
 
-    def _summary(self, phase: str, failed: list[HostRun]) -> str:
-        first = failed[0].error or "failed"
-        more = f" (and {len(failed) - 1} more host(s))" if len(failed) > 1 else ""
-        return f"{phase} failed, no host changed: {first}{more}" if phase == "prepare" \
-            else f"{phase} failed, activated hosts put back: {first}{more}"
+    def _record(self, updates: dict[HostRun, dict[str, object]]) -> None:
+        """Record the progress of several hosts (and their log lines) in one write."""
+        lines = []
+        for host_run in updates:
+            lines += [f"[{host_run.host.spec}] {line}" for line in host_run.log]
+            host_run.log = []
+        pipeline.update_hosts(self.ctx, self.order.deployment_id,
+                              {r.host.spec: fields for r, fields in updates.items()}, log=lines)
+
+    @staticmethod
+    def _say(host_run: HostRun, line: str) -> None:
+        host_run.log.append(line)
+
+    def _failed(self) -> list[HostRun]:
+        return [r for r in self.runs if r.error]
+
+    def _reached(self) -> list[HostRun]:
+        return [r for r in self.runs if r.link is not None]
+
+    @staticmethod
+    def _verdict(failed: list[HostRun]) -> str:
+        """`error` when only the hosts are to blame (unreachable), else `failed`."""
+        return "error" if all(r.unreachable for r in failed) else "failed"
 
 
-class StepFailed(Exception):
-    """A remote step exited non-zero; the message names the host and the step."""
+class _Unrecoverable(Exception):
+    """A host could not be put back on its previous release."""
+
+
+@dataclass(frozen=True)
+class _Paths:
+    root: str
+    release_id: str
+
+    def release(self, release_id: str) -> str:
+        return f"{self.root}/releases/{release_id}"
+
+    def artifact(self, sha256: str) -> str:
+        return remote.artifact_path(self.root, sha256)
+
+
+def _reason(result: transport.Result) -> str:
+    """Why a step failed, in one line: the scripts' last `conveyor: ` message (with the lines
+    that detail it), else the last line of error output."""
+    lines = result.stderr.strip().splitlines()
+    said = [n for n, line in enumerate(lines) if line.startswith("conveyor: ")]
+    if said:
+        first = said[-1]
+        text = " ".join(line.strip() for line in lines[first:first + 6])
+        return text.removeprefix("conveyor: ")[:600]
+    return lines[-1][:600] if lines else f"exit status {result.exit_status}"
+
+
+def _output_lines(stdout: str, stderr: str) -> list[str]:
+    return (stdout + stderr).splitlines()
+
+
+def _summary(phase: str, failed: list[HostRun], outcome: str) -> str:
+    first = failed[0].error or "failed"
+    more = f" (and {len(failed) - 1} more host(s))" if len(failed) > 1 else ""
+    return f"{phase} failed, {outcome}: {first}{more}"
+
+
+def plan(env: cfg.Environment, *, project: str, sha: str, ref: str,
+         artifact: pipeline.Artifact | None, build: str, hosts: list[Look]) -> list[str]:
+    """What a deployment of `sha` to `env` would do, as lines for a person: the hosts and
+    what they hold (`hosts`: what `workers.hosts.look` saw), then the steps of each phase,
+    in the order the deploy job takes them. Pure: it reads nothing and changes nothing."""
+    path, release = env.path, f"{env.path}/releases/<UTC time>-{sha[:7]}"
+    held = {look.host: look for look in hosts}
+    lines = [f"deploy {project} to {env.name}: commit {sha[:12]}" + (f" ({ref})" if ref else "")]
+    if artifact is None:
+        lines.append(f"artifact: not built yet; {build} builds it first")
+    else:
+        lines.append(f"artifact: {artifact.sha256} ({artifact.size / 1e6:.1f} MB), {build}")
+    lines.append(f"hosts ({len(env.hosts)}):")
+    for host in env.hosts:
+        look = held.get(host.spec)
+        lines.append(f"  {host.spec}: {_held(look, artifact)}")
+    lacking = [h.spec for h in env.hosts if h.spec not in held or not held[h.spec].has_artifact]
+    lines += [
+        f"prepare, {env.parallel} host(s) at a time (any failure: no host switched, the new"
+        " release removed):",
+        f"  connect (host key verified), send the artifact to {len(lacking)} host(s)"
+        f" that lack it, into {path}/.conveyor/artifacts/",
+        f"  verify its sha256, refuse unsafe members, unpack into {release}",
+    ]
+    if env.shared:
+        lines.append(f"  link from {path}/shared: {', '.join(env.shared)}")
+    lines += [f"  before_activate: {command}" for command in env.before_activate]
+    batches = pipeline.activation_batches(len(env.hosts), env.batch)
+    together = "all hosts together" if len(batches) == 1 else \
+        f"{len(batches)} batches of up to {env.batch} host(s)"
+    lines += [f"activate, {together} (a failure: every switched host put back on its previous"
+              " release, after_activate run there):",
+              f"  switch {path}/current to releases/<release-id> (one rename)"]
+    lines += [f"  after_activate: {command}" for command in env.after_activate]
+    if env.healthcheck is not None:
+        check = env.healthcheck
+        lines.append(f"  health check: {check.command} ({check.retries} attempt(s),"
+                     f" {check.interval}s apart, {check.timeout}s each)")
+    lines.append(f"then prune releases beyond the newest {env.keep_releases}"
+                 " (never the live or the previous one)")
+    return lines
+
+
+def _held(look: Look | None, artifact: pipeline.Artifact | None) -> str:
+    if look is None:
+        return "not looked at"
+    if look.error:
+        return f"cannot be used: {look.error}"
+    live = look.current or "nothing"
+    if artifact is None:
+        return f"live {live}"
+    return f"live {live}, {'holds' if look.has_artifact else 'lacks'} the artifact"

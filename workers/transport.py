@@ -50,6 +50,9 @@ __all__ = [
     "TransportError",
     "connect",
     "fingerprint",
+    "known_host_keys",
+    "record_host_key",
+    "scan_host_key",
 ]
 
 #: Seconds between the TERM and the KILL sent to a step that overran its timeout.
@@ -244,6 +247,65 @@ def connect(
         raise
     ssh.set_keepalive(30)
     return SshTransport(name, ssh)
+
+
+def scan_host_key(host: HostSpec, *, known_hosts: Path | None,
+                  connect_timeout: float) -> paramiko.PKey:
+    """The host key ``host`` offers, from the handshake alone: no login, nothing trusted.
+    Key types already expected for the host are preferred, so like is compared with like."""
+    name = str(host)
+    expected = _expected_keys(host, known_hosts)
+    ssh = paramiko.Transport(_open_socket(host, connect_timeout))
+    try:
+        _prefer_algorithms(ssh, expected)
+        ssh.banner_timeout = ssh.handshake_timeout = connect_timeout
+        _handshake(name, ssh, connect_timeout)
+        return ssh.get_remote_server_key()
+    finally:
+        ssh.close()
+
+
+def known_host_keys(host: HostSpec, known_hosts: Path | None) -> list[paramiko.PKey]:
+    """The keys ``host`` may show: its pinned one, or its entries in ``known_hosts``."""
+    return _expected_keys(host, known_hosts)
+
+
+def record_host_key(known_hosts: Path, host: HostSpec, key: paramiko.PKey, *,
+                    replace: bool = False) -> None:
+    """Add ``key`` for ``host`` to ``known_hosts`` (made if missing); with ``replace``, first
+    drop the host's other entries (hashed ones too). The file is replaced in one rename."""
+    name = host.known_hosts_name
+    try:
+        lines = known_hosts.read_text().splitlines() if known_hosts.exists() else []
+    except OSError as exc:
+        raise TransportError(str(host), f"cannot read {known_hosts}: {exc.strerror}") from exc
+    if replace:
+        lines = [line for line in lines if not _names_host(line, name)]
+    lines.append(f"{name} {key.get_name()} {key.get_base64()}")
+    part = known_hosts.with_name(f".{known_hosts.name}.part")
+    try:
+        part.write_text("".join(f"{line}\n" for line in lines))
+        part.chmod(0o644)
+        os.replace(part, known_hosts)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            part.unlink()
+        raise TransportError(str(host), f"cannot write {known_hosts}: {exc.strerror}") from exc
+
+
+def _names_host(line: str, name: str) -> bool:
+    """Whether a known_hosts line is an entry for ``name`` (plain or hashed)."""
+    fields = line.split()
+    if len(fields) < 3 or line.startswith("#"):
+        return False
+    for pattern in fields[0].split(","):
+        if pattern.startswith("|1|"):
+            salt = pattern.split("|")[2]
+            if paramiko.HostKeys.hash_host(name, salt) == pattern:
+                return True
+        elif pattern == name:
+            return True
+    return False
 
 
 def fingerprint(key_blob: bytes) -> str:

@@ -1,83 +1,91 @@
-"""GitHub (and GitHub Enterprise) webhooks: signature, body formats and events."""
+"""GitHub (and GitHub Enterprise Server) webhooks: signature, body formats and events."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
-import re
+from collections.abc import Mapping
 from typing import Any
-from urllib.parse import parse_qs
 
-from app.hooks import HookError
-from app.hooks.events import Ignored, Push
+from app.hooks import payload as p
+from app.hooks.events import Event, Ignored, PullRequest, Push
 
 PROVIDER = "github"
-_SHA = re.compile(r"^[0-9a-f]{40}$")
+CREDENTIALS = "the X-Hub-Signature-256 signature is missing or wrong"
+PULL_REQUEST_ACTIONS = ("opened", "synchronize", "reopened")
 
 
 def signature_valid(secret: str, body: bytes, header: str | None) -> bool:
     """Whether `X-Hub-Signature-256` is `sha256=` + HMAC-SHA256 of the raw body (constant time)."""
     if not header or not header.startswith("sha256="):
         return False
-    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, header.removeprefix("sha256=").strip().lower())
+    offered = header.removeprefix("sha256=").strip().lower()
+    return p.same(p.hmac_sha256(secret, body), offered)
 
 
 def read_payload(content_type: str | None, body: bytes) -> dict[str, Any]:
     """The JSON payload of a JSON or form-encoded (`payload=`) delivery."""
-    mimetype = (content_type or "").split(";")[0].strip().lower()
-    if mimetype == "application/json":
-        text = body
-    elif mimetype == "application/x-www-form-urlencoded":
-        values = parse_qs(body.decode("utf-8", "replace")).get("payload")
-        if not values:
-            raise HookError(400, "a form-encoded delivery must carry a payload= field")
-        text = values[0].encode()
-    else:
-        raise HookError(415, f"GitHub sends application/json or form data, not {mimetype!r}")
-    try:
-        payload = json.loads(text)
-    except ValueError:
-        raise HookError(400, "the body is not valid JSON") from None
-    if not isinstance(payload, dict):
-        raise HookError(400, "the payload must be a JSON object")
-    return payload
+    return p.read(content_type, body, (p.JSON, p.FORM), "GitHub")
 
 
-def repository(payload: dict[str, Any]) -> str:
-    """The repository's `full_name` (owner/name)."""
-    name = (payload.get("repository") or {}).get("full_name")
-    if not isinstance(name, str) or not name:
-        raise HookError(400, "the payload has no repository.full_name")
-    return name
+def repository(payload: dict[str, Any]) -> str | None:
+    """The repository's `full_name`; None for an organization or app hook's ping."""
+    if p.field(payload, "repository") is None and "hook_id" in payload and "zen" in payload:
+        return None
+    return p.name(payload, "repository", "full_name", what="repository")
 
 
-def event(name: str, payload: dict[str, Any]) -> Push | Ignored:
-    """Turn a verified delivery of event `name` into a Push, or say why it is ignored."""
-    repo = repository(payload)
+def authentic(secret: str, body: bytes, headers: Mapping[str, str]) -> bool:
+    return signature_valid(secret, body, headers.get("X-Hub-Signature-256"))
+
+
+def delivery_id(headers: Mapping[str, str]) -> str | None:
+    return headers.get("X-GitHub-Delivery") or None
+
+
+def event_name(headers: Mapping[str, str]) -> str | None:
+    return headers.get("X-GitHub-Event") or None
+
+
+def event(name: str, payload: dict[str, Any]) -> Event:
+    """Turn a verified delivery of event `name` into a Push or PullRequest, or say why not."""
+    repo = repository(payload) or ""
     if name == "ping":
         return Ignored(repo, "ping")
-    if name != "push":
-        return Ignored(repo, f"event {name!r} is not handled")
-    return _push(repo, payload)
+    if name == "push":
+        return _push(repo, payload)
+    if name == "pull_request":
+        return _pull_request(repo, payload)
+    return Ignored(repo, f"event {name!r} is not handled")
 
 
 def _push(repo: str, payload: dict[str, Any]) -> Push:
-    fields = {key: payload.get(key) for key in ("ref", "before", "after")}
-    for key, value in fields.items():
-        if not isinstance(value, str) or not value:
-            raise HookError(400, f"a push payload needs {key!r}")
-    if not _SHA.match(fields["after"]) or not _SHA.match(fields["before"]):
-        raise HookError(400, "before and after must be 40-character hexadecimal commit ids")
-    head = payload.get("head_commit") or {}
-    clone_url = (payload.get("repository") or {}).get("clone_url") or ""
+    ref = p.ref(payload, "ref")
+    after = p.sha(payload, "after", what="after")
+    head = p.obj(payload, "head_commit")
+    if ref.startswith("refs/tags/") and isinstance(head, dict) and head.get("id"):
+        after = p.sha(head, "id", what="the tag's commit")  # an annotated tag's object is not it
     return Push(
-        repository=repo,
-        ref=fields["ref"],
-        before=fields["before"],
-        after=fields["after"],
-        clone_url=clone_url if isinstance(clone_url, str) else "",
-        message=str(head.get("message") or ""),
-        author=str((head.get("author") or {}).get("name") or ""),
+        repository=repo, ref=ref, before=p.sha(payload, "before", what="before"), after=after,
+        clone_url=p.text(payload, "repository", "clone_url"),
+        message=p.text(head, "message"), author=p.text(head, "author", "name"),
+        default_branch=(p.text(payload, "repository", "default_branch")
+                        or p.text(payload, "repository", "master_branch") or None),
+    )
+
+
+def _pull_request(repo: str, payload: dict[str, Any]) -> PullRequest | Ignored:
+    action = p.text(payload, "action")
+    if action not in PULL_REQUEST_ACTIONS:
+        return Ignored(repo, f"pull request action {action!r} starts no build")
+    number = p.number(payload, "number", what="pull request number")
+    head_repo = p.text(payload, "pull_request", "head", "repo", "full_name")
+    base_repo = p.text(payload, "pull_request", "base", "repo", "full_name") or repo
+    return PullRequest(
+        repository=repo, number=number, action=action,
+        head_sha=p.sha(payload, "pull_request", "head", "sha", what="the head commit"),
+        head_ref=p.name(payload, "pull_request", "head", "ref", what="head branch"),
+        base_ref=p.name(payload, "pull_request", "base", "ref", what="base branch"),
+        from_fork=head_repo.lower() != base_repo.lower(),  # no head repo: the fork is gone
+        clone_url=p.text(payload, "repository", "clone_url"), ref=f"refs/pull/{number}/head",
+        title=p.text(payload, "pull_request", "title"),
+        author=p.text(payload, "pull_request", "user", "login"),
     )

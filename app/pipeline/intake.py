@@ -1,22 +1,49 @@
-"""Intake: act on one verified delivery, queue its work once, record it, answer."""
+"""Intake: act on one verified delivery, queue its work once, record it, answer (SPEC §4).
+
+A delivery id is recorded as done only after its work is queued: a redelivery after a crash
+or an outage is processed again (the rows it finds are reused and re-queueing is idempotent),
+and one after success answers the first answer with `"duplicate": true`. Refused deliveries
+and ones that met an outage are recorded too, never as done.
+
+The request path is kept short because forges wait for it and send in bursts: one database
+connection; one insert that makes the build of a commit never seen, unless the delivery is
+done already, and one per deployment (the database's uniqueness settles races); one job
+queued (`workers.intake.dispatch` queues the build and the pending statuses); one insert
+that records the delivery. Anything else (a redelivery after an outage, a commit built
+before, the same push from a second hook) takes the slow way through the pipeline's own
+find-or-create functions, which hold the policy (rebuilds, reuse, `paths:`).
+"""
 
 from __future__ import annotations
 
+import logging
+import re
 import time
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, bindparam, cast, exists, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from app import config as cfg
 from app.context import Context
-from app.hooks.events import Ignored, Push
-from app.models import Build, Delivery, Deployment
+from app.hooks.events import ZERO_SHA, Event, Ignored, PullRequest, Push
+from app.models import Build, Delivery, Deployment, utcnow
+from app.pipeline import paths
 from app.pipeline.builds import enqueue_build, find_or_create_build
 from app.pipeline.deployments import enqueue_deployment, find_or_create_deployment
 from app.pipeline.report import report_build, report_deployment
-from app.pipeline.rules import environments_for
+from app.pipeline.rules import (
+    changes_question,
+    environments_for,
+    pull_request_refusal,
+    settings_hash,
+)
+
+log = logging.getLogger(__name__)
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -27,55 +54,171 @@ class Answer:
     body: dict[str, Any]
 
 
-def receive(ctx: Context, *, provider: str, delivery_id: str, event_name: str,
-            project: cfg.Project, event: Push | Ignored, started: float) -> Answer:
-    """Act on one verified delivery: queue its work once, record it, and answer."""
-    seen = _recorded_answer(ctx, provider, delivery_id)
+@dataclass
+class Received:
+    """What is known of a delivery so far; recorded with its answer, whatever the answer."""
+
+    provider: str
+    started: float
+    delivery_id: str = ""
+    event: str = ""
+    project: str | None = None
+    repository: str | None = None
+    ref: str | None = None
+    sha: str | None = None
+
+
+@dataclass(frozen=True)
+class _Work:
+    """What a push or pull request asks for: a build of one commit, deployments of it."""
+
+    ref: str
+    sha: str
+    repository: str
+    clone_url: str
+    question: tuple[str, str] | None  # `paths:` (app/pipeline/paths.py)
+    environments: tuple[cfg.Environment, ...] = ()
+    push: Push | None = None
+
+
+def receive(ctx: Context, received: Received, project: cfg.Project | None,
+            event: Event) -> Answer:
+    """Act on one verified delivery: queue its work once, record it as done, and answer."""
+    # Each statement commits on its own: the database's uniqueness, not a transaction, keeps
+    # the work single, and a delivery cut short is finished by its redelivery.
+    with ctx.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        decided = _decide(received, project, event)
+        if isinstance(decided, Answer) or project is None:
+            answer = decided if isinstance(decided, Answer) else _ignored(received, "no project")
+            return _done_answer(conn, received) or _record_done(conn, received, answer)
+        return _receive_work(ctx, conn, received, project, decided)
+
+
+def dispatch(ctx: Context, build_id: int, deployment_ids: list[int]) -> None:
+    """Queue a delivery's new work: the build (or the deployments of a commit built before)
+    and the pending commit statuses. The `workers.intake.dispatch` job, off the request path;
+    each step has a deterministic job id, so running it twice queues nothing twice."""
+    with ctx.db.session() as session:
+        build = session.get(Build, build_id)
+        deployments = list(session.scalars(select(Deployment).where(
+            Deployment.id.in_(deployment_ids)).order_by(Deployment.id)))
+    if build is not None:
+        _dispatch(ctx, build, deployments)
+
+
+def refuse(ctx: Context, received: Received, status: int, message: str) -> Answer:
+    """Answer a delivery refused (4xx) and record it, never as done; a later valid
+    redelivery of the same id is processed."""
+    answer = Answer(status, {"error": message})
+    record_attempt(ctx, received, answer)
+    return answer
+
+
+def record_attempt(ctx: Context, received: Received, answer: Answer) -> None:
+    """Record a delivery that was not done (refused, or met an outage); best effort."""
+    try:
+        with ctx.db.engine.begin() as conn:
+            conn.execute(_statement(conn, "delivery"), _row(received, answer, done=False))
+    except SQLAlchemyError as exc:
+        log.warning("delivery %r not recorded: %s", received.delivery_id, type(exc).__name__)
+
+
+# -- acting -------------------------------------------------------------------------------------
+
+
+def _decide(received: Received, project: cfg.Project | None, event: Event) -> Answer | _Work:
+    """What the delivery asks for: work, or an answer saying why there is none (no I/O)."""
+    received.repository = event.repository or received.repository
+    if isinstance(event, Ignored) or project is None:
+        return _ignored(received, event.reason if isinstance(event, Ignored) else "no project")
+    if isinstance(event, PullRequest):
+        received.ref, received.sha = event.ref, event.head_sha
+        refusal = pull_request_refusal(project, event)
+        if refusal is not None:
+            return _ignored(received, refusal)
+        return _Work(ref=event.ref, sha=event.head_sha, repository=event.repository,
+                     clone_url=event.clone_url,
+                     question=changes_question(project, event.ref, ZERO_SHA, event.base_ref))
+    received.ref, received.sha = event.ref, event.after
+    targets = environments_for(project, event)
+    if isinstance(targets, str):
+        return _ignored(received, targets)
+    return _Work(ref=event.ref, sha=event.after, repository=event.repository,
+                 clone_url=event.clone_url, environments=tuple(targets), push=event,
+                 question=changes_question(project, event.ref, event.before,
+                                           event.default_branch))
+
+
+def _ignored(received: Received, reason: str) -> Answer:
+    return Answer(200, {"delivery": received.delivery_id, "ignored": reason})
+
+
+def _receive_work(ctx: Context, conn: Connection, received: Received, project: cfg.Project,
+                  work: _Work) -> Answer:
+    """Queue a build (and deployments, for a push) once, however often the work is asked for."""
+    claimed = _claim_new(conn, received, project, work)
+    if claimed is not None:  # the common case: a commit never seen, a delivery never done
+        build_id, deployment_ids = claimed
+        _queue_dispatch(ctx, build_id, deployment_ids)
+        return _record_done(conn, received, _queued(received, build_id, deployment_ids))
+    seen = _done_answer(conn, received)
     if seen is not None:
         return seen
-    if isinstance(event, Ignored):
-        answer = Answer(200, {"delivery": delivery_id, "ignored": event.reason})
-    else:
-        answer = _receive_push(ctx, delivery_id, project, event)
-    return _record(ctx, provider, delivery_id, event_name, project.name, event, answer, started)
+    twin = conn.scalar(_statement(conn, "twin"), {
+        "sha": work.sha, "project": project.name, "ref": work.ref})
+    if twin is not None:  # two hooks, one push
+        return _record_done(conn, received, Answer(200, {
+            "delivery": received.delivery_id, "duplicate": True,
+            "builds": twin.get("builds", []), "deployments": twin.get("deployments", [])}))
+    build, deployments = _find_or_create(ctx, project, work)
+    _dispatch(ctx, build, deployments)
+    return _record_done(conn, received, _queued(received, build.id, [d.id for d in deployments]))
 
 
-def _recorded_answer(ctx: Context, provider: str, delivery_id: str) -> Answer | None:
-    with ctx.db.session() as session:
-        delivery = session.scalar(select(Delivery).where(
-            Delivery.provider == provider, Delivery.delivery_id == delivery_id))
-        if delivery is None:
-            return None
-        return Answer(200, {**delivery.answer, "duplicate": True})
+def _queued(received: Received, build_id: int, deployment_ids: list[int]) -> Answer:
+    return Answer(202, {"delivery": received.delivery_id, "builds": [build_id],
+                        "deployments": deployment_ids})
 
 
-def _receive_push(ctx: Context, delivery_id: str, project: cfg.Project, push: Push) -> Answer:
-    targets = environments_for(project, push)
-    if isinstance(targets, str):
-        return Answer(200, {"delivery": delivery_id, "ignored": targets})
-    build, created_build = find_or_create_build(
-        ctx, project, sha=push.after, ref=push.ref, repository=push.repository,
-        clone_url=push.clone_url)
-    deployments, created = [], False
-    for env in targets:
-        deployment, new = find_or_create_deployment(ctx, project, env, build, push)
-        deployments.append(deployment)
-        created = created or new
-    _dispatch(ctx, build, deployments, announce_build=created_build)
-    body: dict[str, Any] = {"delivery": delivery_id, "builds": [build.id],
-                            "deployments": [d.id for d in deployments]}
-    if not (created or created_build):
-        return Answer(200, {**body, "duplicate": True})
-    return Answer(202, body)
+def _queue_dispatch(ctx: Context, build_id: int, deployment_ids: list[int]) -> None:
+    """One job on `notify` queues the new work and its pending statuses: one enqueue in the
+    request however many environments, as light as the least a webhook intake can do. It is
+    retried; like the build job itself, it only needs Redis and the database to be up."""
+    from rq import Retry
+
+    ctx.jobs.enqueue("notify", "workers.intake.dispatch", build_id, deployment_ids,
+                     job_id=f"dispatch-{build_id}-1", timeout=120,
+                     retry=Retry(max=8, interval=[1, 5, 15, 60, 300, 900, 1800, 3600]))
 
 
-def _dispatch(ctx: Context, build: Build, deployments: list[Deployment], *,
-              announce_build: bool) -> None:
-    """Queue whatever is waiting: the build, or the deployments of a build that is done."""
+def _find_or_create(ctx: Context, project: cfg.Project,
+                    work: _Work) -> tuple[Build, list[Deployment]]:
+    """The slow way, for a commit seen before: the pipeline's find-or-create functions."""
+    build, new = find_or_create_build(ctx, project, sha=work.sha, ref=work.ref,
+                                      repository=work.repository, clone_url=work.clone_url)
+    build, _revived = paths.ask(ctx, project, build, created=new, question=work.question)
+    if work.push is None:
+        return build, []
+    deployments = [find_or_create_deployment(ctx, project, env, build, work.push)[0]
+                   for env in work.environments]
+    if project.paths:
+        deployments = paths.follow_skip(ctx, build.id, deployments)
+    return build, deployments
+
+
+def _dispatch(ctx: Context, build: Build, deployments: list[Deployment]) -> None:
+    """Queue whatever is waiting: the build, or the deployments of a build that is done.
+
+    Every step is idempotent (jobs and statuses have deterministic ids), so a redelivery
+    after an outage queues exactly what the first attempt did not.
+    """
     if build.state == "queued":
-        if announce_build:
-            report_build(ctx, build)
+        report_build(ctx, build)
         enqueue_build(ctx, build)
+    if build.state == "running" and any(d.state == "queued" for d in deployments):
+        # It may have finished, and queued its waiting deployments, before these were made.
+        with ctx.db.session() as session:
+            build = session.get(Build, build.id) or build
     for deployment in deployments:
         if deployment.state == "queued":
             report_deployment(ctx, deployment)
@@ -83,19 +226,117 @@ def _dispatch(ctx: Context, build: Build, deployments: list[Deployment], *,
                 enqueue_deployment(ctx, deployment)
 
 
-def _record(ctx: Context, provider: str, delivery_id: str, event_name: str, project: str,
-            event: Push | Ignored, answer: Answer, started: float) -> Answer:
+# -- claiming the work of a new commit ----------------------------------------------------------
+
+
+def _claim_new(conn: Connection, received: Received, project: cfg.Project,
+               work: _Work) -> tuple[int, list[int]] | None:
+    """The ids of the build and deployments made for a commit never seen, for a delivery never
+    done; None otherwise (the caller takes the slow way). One insert checks both; uniqueness
+    settles races. A new build means no other delivery of this work is done: it would have
+    made it. The rows are those the pipeline's find-or-create functions would make."""
+    since, base = work.question or (None, None)
+    build_id = conn.scalar(_statement(conn, "build"), {
+        "project": project.name, "sha": work.sha, "settings_hash": settings_hash(project.build),
+        "ref": work.ref, "repository": work.repository,
+        "clone_url": project.clone_url or work.clone_url, "changes_since": since,
+        "changes_base": base or None, "provider": received.provider,
+        "delivery_id": received.delivery_id})
+    if build_id is None:
+        return None
+    deployment_ids = []
+    for env in work.environments if work.push is not None else ():
+        deployment_id = conn.scalar(_statement(conn, "deployment"), {
+            "project": project.name, "environment": env.name,
+            "trigger": _trigger(work.push), "build_id": build_id,  # type: ignore[arg-type]
+            "sha": work.sha, "ref": work.ref})
+        if deployment_id is None:  # cannot be, for a new build; the slow way copes if it is
+            return None
+        deployment_ids.append(deployment_id)
+    return build_id, deployment_ids
+
+
+def _trigger(push: Push) -> str:
+    # The key of deployments.find_or_create_deployment: one deployment per push and
+    # environment (tests/integration/test_intake_exactly_once.py checks they agree).
+    return f"push:{push.ref}:{push.after}"
+
+
+# The columns intake gives a new build; the model's defaults give the others (queued, ...).
+_BUILD_COLUMNS = ("project", "sha", "settings_hash", "ref", "repository", "clone_url",
+                  "changes_since", "changes_base")
+
+
+@cache
+def _statements(dialect: str) -> dict[str, Any]:
+    """The request path's statements, built once per database kind (compiled once, too)."""
+    insert = (postgresql if dialect == "postgresql" else sqlite).insert
+    builds, deployments, deliveries = Build.__table__, Deployment.__table__, Delivery.__table__
+    columns = [builds.c[name] for name in _BUILD_COLUMNS]
+    return {
+        "twin": select(deliveries.c.answer).where(
+            deliveries.c.done, deliveries.c.sha == bindparam("sha"),
+            deliveries.c.project == bindparam("project"), deliveries.c.ref == bindparam("ref"),
+            deliveries.c.status_code == 202).limit(1),
+        "done": select(deliveries.c.answer).where(
+            deliveries.c.provider == bindparam("provider"),
+            deliveries.c.delivery_id == bindparam("delivery_id"), deliveries.c.done),
+        "build": insert(builds).from_select(  # the model's defaults are added to both
+            [column.key for column in columns],
+            select(*[_value(column, dialect) for column in columns]).where(~exists().where(
+                deliveries.c.provider == bindparam("provider"),
+                deliveries.c.delivery_id == bindparam("delivery_id"), deliveries.c.done)),
+        ).on_conflict_do_nothing(
+            index_elements=["project", "sha", "settings_hash"]).returning(builds.c.id),
+        "deployment": insert(deployments).on_conflict_do_nothing(
+            index_elements=["project", "environment", "trigger"]).returning(deployments.c.id),
+        "delivery": insert(deliveries),
+    }
+
+
+def _value(column: Any, dialect: str) -> Any:
+    """A parameter for `column` in INSERT ... SELECT; PostgreSQL is told its type."""
+    param = bindparam(column.key, type_=column.type)
+    return cast(param, column.type) if dialect == "postgresql" else param
+
+
+def _statement(conn: Connection, name: str) -> Any:
+    return _statements(conn.dialect.name)[name]
+
+
+# -- the record ---------------------------------------------------------------------------------
+
+
+def _done_answer(conn: Connection, received: Received) -> Answer | None:
+    """The first answer to this delivery id, if it is done, marked as a duplicate."""
+    answer = conn.scalar(_statement(conn, "done"), {
+        "provider": received.provider, "delivery_id": received.delivery_id})
+    return None if answer is None else Answer(200, {**answer, "duplicate": True})
+
+
+def _record_done(conn: Connection, received: Received, answer: Answer) -> Answer:
     """Record the delivery as done; a concurrent twin that got there first wins."""
-    push = event if isinstance(event, Push) else None
-    row = Delivery(
-        provider=provider, delivery_id=delivery_id, event=event_name, project=project,
-        repository=event.repository, ref=push.ref if push else None,
-        sha=push.after if push else None, status_code=answer.status,
-        reason=answer.body.get("ignored"), answer=answer.body,
-        duration_ms=round((time.monotonic() - started) * 1000))
     try:
-        with ctx.db.session() as session:
-            session.add(row)
+        conn.execute(_statement(conn, "delivery"), _row(received, answer, done=True))
     except IntegrityError:
-        return _recorded_answer(ctx, provider, delivery_id) or answer
+        return _done_answer(conn, received) or answer
     return answer
+
+
+def _row(received: Received, answer: Answer, *, done: bool) -> dict[str, Any]:
+    body = answer.body
+    reason = body.get("ignored") or body.get("error")
+    if reason is None and body.get("duplicate"):
+        reason = "the same push arrived under another delivery id"
+    return {"provider": received.provider, "delivery_id": _clip(received.delivery_id, 200),
+            "event": _clip(received.event, 100), "project": received.project,
+            "repository": _clip(received.repository, 400) or None,
+            "ref": _clip(received.ref, 400) or None, "sha": _clip(received.sha, 64) or None,
+            "status_code": answer.status, "reason": reason, "answer": body, "done": done,
+            "received_at": utcnow(),
+            "duration_ms": round((time.monotonic() - received.started) * 1000)}
+
+
+def _clip(value: str | None, size: int) -> str:
+    """Text fit for a column: control characters replaced, cut to the column's size."""
+    return _UNPRINTABLE.sub("?", value or "")[:size]

@@ -5,24 +5,94 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
+from functools import cache
 
 from app import config as cfg
-from app.hooks.events import Push
+from app.hooks.events import PullRequest, Push
 from app.models import Build, Deployment, aware
+
+# `paths:` (issue 3): a push that changes nothing under them is not built, nor deployed.
+UNCHANGED = "the push changes nothing under paths"
 
 
 def environments_for(project: cfg.Project, push: Push) -> list[cfg.Environment] | str:
-    """The environments a push deploys to, or the reason it deploys nowhere."""
+    """The environments a push deploys to (by `branches` or `tags` globs), or the reason it
+    deploys nowhere."""
     if push.deleted:
         return f"{push.ref} was deleted"
-    branch = push.branch
-    if branch is None:
-        return f"{push.ref} is not a branch"
-    matching = [env for env in project.environments.values()
-                if any(fnmatch.fnmatchcase(branch, pattern) for pattern in env.branches)]
-    return matching or f"no environment deploys branch {branch!r}"
+    if push.branch is not None:
+        kind, name = "branch", push.branch
+        matching = [env for env in project.environments.values()
+                    if any(fnmatch.fnmatchcase(name, pattern) for pattern in env.branches)]
+    elif push.tag is not None:
+        kind, name = "tag", push.tag
+        matching = [env for env in project.environments.values()
+                    if any(fnmatch.fnmatchcase(name, pattern) for pattern in env.tags)]
+    else:
+        return f"{push.ref} is neither a branch nor a tag"
+    return matching or f"no environment deploys {kind} {name!r}"
+
+
+def pull_request_refusal(project: cfg.Project, pr: PullRequest) -> str | None:
+    """Why a pull request's head is not built (`pull_requests:` off, or from a fork), or None."""
+    if project.pull_requests == "off":
+        return "pull requests are not built (pull_requests: off)"
+    if pr.from_fork and project.pull_requests != "build_forks":
+        return (f"pull request #{pr.number} comes from a fork "
+                "(pull_requests: build_forks builds those)")
+    return None
+
+
+def changes_question(project: cfg.Project, ref: str, before: str,
+                     base: str | None) -> tuple[str, str] | None:
+    """What the `paths:` check of a build for this ref compares: (since, base branch); None
+    when the build is wanted whatever changed (no `paths:`, or a tag: a release is explicit)."""
+    if not project.paths or ref.startswith("refs/tags/"):
+        return None
+    return before, base or ""
+
+
+def touches(files: Iterable[str], patterns: Iterable[str]) -> bool:
+    """Whether any changed file lies under `paths:` globs.
+
+    Patterns are anchored at the repository root: `*` and `?` stay within one path segment,
+    `**` spans any number of them, and a pattern naming a folder covers everything below it.
+    """
+    compiled = [_path_pattern(pattern) for pattern in patterns]
+    return any(pattern.match(prefix) for path in files for prefix in _prefixes(path)
+               for pattern in compiled)
+
+
+def _prefixes(path: str) -> Iterator[str]:
+    """`a/b/c`, then its folders `a/b` and `a`."""
+    parts = path.strip("/").split("/")
+    for end in range(len(parts), 0, -1):
+        yield "/".join(parts[:end])
+
+
+@cache
+def _path_pattern(pattern: str) -> re.Pattern[str]:
+    regex, rest = [], pattern.strip("/")
+    while rest:
+        if rest.startswith("**/"):
+            regex.append("(?:[^/]+/)*")
+            rest = rest[3:]
+        elif rest == "**" or rest.startswith("/**"):
+            regex.append(".*" if rest == "**" else "(?:/.*)?")
+            rest = "" if rest == "**" else rest[3:]
+        elif rest[0] == "*":
+            regex.append("[^/]*")
+            rest = rest[1:]
+        elif rest[0] == "?":
+            regex.append("[^/]")
+            rest = rest[1:]
+        else:
+            regex.append(re.escape(rest[0]))
+            rest = rest[1:]
+    return re.compile("".join(regex) + r"\Z")
 
 
 def settings_hash(build: cfg.Build) -> str:
@@ -75,11 +145,33 @@ def lock_name(project: str, environment: str) -> str:
     return f"conveyor:lock:deploy:{project}:{environment}"
 
 
+def activation_batches(host_count: int, batch: int) -> list[range]:
+    """The hosts (by index) switched together, batch after batch; `batch` 0 = all at once."""
+    size = max(host_count, 1) if batch <= 0 else batch
+    return [range(start, min(start + size, host_count)) for start in range(0, host_count, size)]
+
+
+def marks_release_bad(state: str) -> bool:
+    """Whether a deployment ending in `state` marks its release bad: `failed` means the release
+    itself failed (a hook, the health check, the artifact) and was removed or rolled back;
+    `error` means Conveyor could not finish (a host unreachable), which says nothing of it."""
+    return state == "failed"
+
+
+def rollback_target(releases: Iterable[tuple[str, bool, bool]], live: str | None) -> str | None:
+    """The release a rollback from `live` takes: the newest one before it that went live and
+    was never marked bad. `releases` holds (release id, went live, bad)."""
+    good = [release for release, went_live, bad in releases
+            if went_live and not bad and (live is None or release < live)]
+    return max(good, default=None)
+
+
 def build_description(build: Build) -> str:
     if build.state == "succeeded" and build.started_at and build.finished_at:
         return f"Built in {_duration(build.started_at, build.finished_at)}"
     return {"queued": "Build queued", "running": "Building",
-            "failed": f"Build failed: {build.error or 'see the log'}"}.get(build.state, build.state)
+            "failed": f"Build failed: {build.error or 'see the log'}",
+            "skipped": f"Not built: {UNCHANGED}"}.get(build.state, build.state)
 
 
 def deployment_description(deployment: Deployment) -> str:
@@ -90,6 +182,7 @@ def deployment_description(deployment: Deployment) -> str:
     return {"queued": f"Waiting to deploy to {env}", "running": f"Deploying to {env}",
             "failed": f"Deploy to {env} failed: {deployment.error or 'see the log'}",
             "error": f"Deploy to {env} could not finish: {deployment.error or 'see the log'}",
+            "skipped": f"Not deployed to {env}: {UNCHANGED}",
             }.get(deployment.state, f"{deployment.state}")
 
 

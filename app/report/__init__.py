@@ -7,6 +7,8 @@ GITHUB_STATES = {
     "queued": "pending", "awaiting_approval": "pending", "running": "pending",
     "succeeded": "success", "failed": "failure", "error": "error",
     "canceled": "error", "superseded": "error",
+    # `paths:` skipped it: nothing failed, and a required check must not block the merge.
+    "skipped": "success",
 }
 
 

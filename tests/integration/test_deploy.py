@@ -1,25 +1,35 @@
-"""The deploy job over real sshd hosts: both phases, and what a failure leaves behind."""
+"""The deploy job over real sshd hosts: both phases, batches, hooks, health checks, the lock,
+and what a failure leaves behind."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
+import subprocess
+import tarfile
+import threading
+import time
+import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import redis
+from sqlalchemy import select
 
 import workers
 from app import pipeline
 from app.context import Context
-from app.models import Build, Deployment
+from app.models import Build, Deployment, HostRelease, LogLine, Release
 from tests.support import conveyor
-from tests.support.sshd import SshFleet
-from workers import build, deploy
+from tests.support.sshd import SshFleet, SshHost
+from workers import build, deploy, remote, transport
 
 SHA = "c0ffee" + "0" * 34
 PIPELINE = """\
-ssh: {{key: {key}, known_hosts: {known_hosts}, connect_timeout: 5s, command_timeout: 1m}}
+ssh: {{key: {key}, known_hosts: {known_hosts}, connect_timeout: 5s, command_timeout: {timeout}}}
 projects:
   shop:
     provider: github
@@ -32,59 +42,92 @@ projects:
         hosts: [{hosts}]
         path: {path}
         keep_releases: 2
+{settings}
 """
+# What a hook sees, written where the test can read it back.
+SHOW_ENV = ('printf "%s|%s|%s|%s|%s|%s|%s" "$CONVEYOR_PROJECT" "$CONVEYOR_ENVIRONMENT"'
+            ' "$CONVEYOR_SHA" "$CONVEYOR_REF" "$CONVEYOR_RELEASE_ID" "$CONVEYOR_RELEASE_PATH"'
+            ' "$CONVEYOR_PREVIOUS_RELEASE_PATH" > hook-env.txt')
 
 
-@pytest.fixture
-def fleet(ssh_fleet: Callable[[int], SshFleet]) -> SshFleet:
-    return ssh_fleet(3)
+@dataclass
+class Stage:
+    """A pipeline file over a fleet, the worker's context for it, and deployments to run."""
 
+    ctx: Context
+    fleet: SshFleet
+    tmp_path: Path
 
-@pytest.fixture
-def ctx(tmp_path: Path, database_url: str, redis_url: str, redis_db: redis.Redis,
-        fleet: SshFleet, monkeypatch: pytest.MonkeyPatch) -> Iterator[Context]:
-    text = PIPELINE.format(key=fleet.client_key, known_hosts=fleet.known_hosts,
-                           hosts=", ".join(h.spec for h in fleet.hosts), path=fleet.deploy_path)
-    _settings, environ = conveyor.settings(tmp_path, database_url, redis_url, text)
-    for name, value in environ.items():
-        monkeypatch.setenv(name, value)
-    workers.context.cache_clear()  # the job reads the environment, as in a real worker
-    context = workers.context()
-    context.db.migrate()
-    yield context
-    workers.context.cache_clear()
-
-
-def deployment(ctx: Context, tmp_path: Path, content: str, build_id: int | None = None) -> int:
-    """A queued deployment of a succeeded build holding dist/app.txt = content
-    (or of the build `build_id`, to ship an artifact again)."""
-    with ctx.db.session() as session:
-        if build_id is None:
-            workspace = tmp_path / f"ws-{content}"
-            (workspace / "dist").mkdir(parents=True)
-            (workspace / "dist/app.txt").write_text(content)
-            artifact = build.pack(workspace, ("dist",), tmp_path / "artifacts", {"time": 0})
-            row = Build(project="shop", sha=SHA, ref="refs/heads/main", repository="acme/shop",
-                        clone_url="", settings_hash=content, state="succeeded",
-                        artifact_path=artifact.path, artifact_sha256=artifact.sha256,
-                        artifact_size=artifact.size)
-            session.add(row)
+    def deployment(self, content: str = "one", build_id: int | None = None,
+                   artifact: pipeline.Artifact | None = None) -> int:
+        """A queued deployment of a succeeded build holding dist/app.txt = content (or of
+        the build `build_id`, to ship an artifact again, or of a given artifact)."""
+        with self.ctx.db.session() as session:
+            if build_id is None:
+                artifact = artifact or self.pack(content)
+                row = Build(project="shop", sha=SHA, ref="refs/heads/main",
+                            repository="acme/shop", clone_url="",
+                            settings_hash=uuid.uuid4().hex, state="succeeded",
+                            artifact_path=artifact.path, artifact_sha256=artifact.sha256,
+                            artifact_size=artifact.size)
+                session.add(row)
+                session.flush()
+                build_id = row.id
+            job = Deployment(project="shop", environment="staging",
+                             trigger=f"test:{uuid.uuid4()}", build_id=build_id, sha=SHA,
+                             ref="refs/heads/main")
+            session.add(job)
             session.flush()
-            build_id = row.id
-        count = session.query(Deployment).count()
-        job = Deployment(project="shop", environment="staging", trigger=f"test:{count}",
-                         build_id=build_id, sha=SHA, ref="refs/heads/main")
-        session.add(job)
-        session.flush()
-        return job.id
+            return job.id
+
+    def pack(self, content: str) -> pipeline.Artifact:
+        workspace = self.tmp_path / f"ws-{uuid.uuid4().hex}"
+        (workspace / "dist").mkdir(parents=True)
+        (workspace / "dist/app.txt").write_text(content)
+        return build.pack(workspace, ("dist",), self.tmp_path / "artifacts", {"time": 0})
+
+    def deploy(self, content: str = "one", build_id: int | None = None) -> Deployment:
+        deployment_id = self.deployment(content, build_id)
+        deploy.run(deployment_id)
+        return self.state(deployment_id)
+
+    def state(self, deployment_id: int) -> Deployment:
+        with self.ctx.db.session() as session:
+            found = session.get(Deployment, deployment_id)
+            assert found is not None
+            list(found.hosts)
+            return found
+
+    def log(self, deployment_id: int) -> list[str]:
+        with self.ctx.db.session() as session:
+            return list(session.scalars(select(LogLine.text).where(
+                LogLine.deployment_id == deployment_id).order_by(LogLine.id)))
 
 
-def state(ctx: Context, deployment_id: int) -> Deployment:
-    with ctx.db.session() as session:
-        found = session.get(Deployment, deployment_id)
-        assert found is not None
-        list(found.hosts)
-        return found
+@pytest.fixture
+def stage(tmp_path: Path, database_url: str, redis_url: str, redis_db: redis.Redis,
+          ssh_fleet: Callable[[int], SshFleet],
+          monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Stage]]:
+    """Factory: stage(count, settings="...", local=False, timeout="1m") starts `count` sshd
+    hosts and configures the environment `staging` over them (plus `local` first)."""
+    def make(count: int = 3, settings: str = "", local: bool = False,
+             timeout: str = "1m") -> Stage:
+        fleet = ssh_fleet(count)
+        specs = ["local"] * local + [h.spec for h in fleet.hosts]
+        text = PIPELINE.format(key=fleet.client_key, known_hosts=fleet.known_hosts,
+                               hosts=", ".join(specs), path=fleet.deploy_path, timeout=timeout,
+                               settings="".join(f"        {line}\n"
+                                                for line in settings.strip().splitlines()))
+        _settings, environ = conveyor.settings(tmp_path, database_url, redis_url, text)
+        for name, value in environ.items():
+            monkeypatch.setenv(name, value)
+        workers.context.cache_clear()  # the job reads the environment, as in a real worker
+        context = workers.context()
+        context.db.migrate()
+        return Stage(context, fleet, tmp_path)
+
+    yield make
+    workers.context.cache_clear()
 
 
 def live(fleet: SshFleet) -> list[str | None]:
@@ -93,75 +136,368 @@ def live(fleet: SshFleet) -> list[str | None]:
 
 
 def releases(fleet: SshFleet) -> list[list[str]]:
-    return [sorted(p.name for p in (h.root / "releases").iterdir()
-                   if not p.name.startswith(".")) if (h.root / "releases").exists() else []
-            for h in fleet.hosts]
+    return [_releases(h.root) for h in fleet.hosts]
 
 
-def test_every_host_goes_live_and_a_redeploy_sends_no_bytes(
-        ctx: Context, fleet: SshFleet, tmp_path: Path) -> None:
-    first = deployment(ctx, tmp_path, "one")
-    deploy.run(first)
-    done = state(ctx, first)
+def _releases(root: Path) -> list[str]:
+    folder = root / "releases"
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def revisions(host: SshHost | Path) -> list[str]:
+    root = host if isinstance(host, Path) else host.root
+    log = root / ".conveyor/revisions.log"
+    return [line.split(" ", 1)[1] for line in log.read_text().splitlines()] \
+        if log.exists() else []
+
+
+def known_releases(ctx: Context) -> tuple[dict[str, Release], dict[str, HostRelease]]:
+    with ctx.db.session() as session:
+        return ({r.release_id: r for r in session.scalars(select(Release))},
+                {h.host: h for h in session.scalars(select(HostRelease))})
+
+
+# --- the happy path ---------------------------------------------------------------------------
+
+
+def test_every_host_goes_live_and_a_redeploy_sends_no_bytes(stage: Callable[..., Stage]) -> None:
+    s = stage(3)
+    done = s.deploy("one")
     assert done.state == "succeeded", done.error
-    assert live(fleet) == [f"releases/{done.release_id}"] * 3
+    assert live(s.fleet) == [f"releases/{done.release_id}"] * 3
     assert [(h.state, h.uploaded, h.previous_release) for h in done.hosts] == \
         [("succeeded", True, None)] * 3
-    for host in fleet.hosts:
+    for host in s.fleet.hosts:
         assert (host.root / "current/dist/app.txt").read_text() == "one"
-    artifact = next((fleet.hosts[0].root / ".conveyor/artifacts").glob("*.tar.gz")).stat()
+    artifact = next((s.fleet.hosts[0].root / ".conveyor/artifacts").glob("*.tar.gz")).stat()
 
-    second = deployment(ctx, tmp_path, "one", build_id=done.build_id)
-    deploy.run(second)
-    redeployed = state(ctx, second)
+    redeployed = s.deploy(build_id=done.build_id)
     assert redeployed.state == "succeeded", redeployed.error
     assert [h.uploaded for h in redeployed.hosts] == [False] * 3
     assert [h.previous_release for h in redeployed.hosts] == [done.release_id] * 3
-    after = next((fleet.hosts[0].root / ".conveyor/artifacts").glob("*.tar.gz")).stat()
+    after = next((s.fleet.hosts[0].root / ".conveyor/artifacts").glob("*.tar.gz")).stat()
     assert (after.st_ino, after.st_mtime_ns) == (artifact.st_ino, artifact.st_mtime_ns)
+    assert not any("uploaded the artifact" in line for line in s.log(redeployed.id))
 
 
-def test_a_dead_host_at_prepare_leaves_every_host_on_its_release(
-        ctx: Context, fleet: SshFleet, tmp_path: Path) -> None:
-    first = deployment(ctx, tmp_path, "one")
-    deploy.run(first)
-    before_live, before_releases = live(fleet), releases(fleet)
-    fleet.hosts[1].stop()
+def test_five_hosts_in_batches_with_shared_links_hooks_and_a_health_check(
+        stage: Callable[..., Stage]) -> None:
+    s = stage(5, settings=f"""
+batch: 2
+shared: [.env, var/uploads/]
+hooks:
+  before_activate: ['test -L .env && test -d var/uploads', '{SHOW_ENV}']
+  after_activate: ['echo "$CONVEYOR_RELEASE_ID" >> ../../after.log']
+healthcheck: {{command: 'grep -q one dist/app.txt', retries: 2, interval: 1s, timeout: 5s}}
+""")
+    for host in s.fleet.hosts:
+        (host.root / "shared").mkdir()
+        (host.root / "shared/.env").write_text("SECRET=1\n")
+    first = s.deploy("one")
+    assert first.state == "succeeded", first.error
+    done = s.deploy("one")
+    assert done.state == "succeeded", done.error
 
-    second = deployment(ctx, tmp_path, "two")
-    deploy.run(second)
-    failed = state(ctx, second)
+    path = s.fleet.deploy_path
+    for host in s.fleet.hosts:
+        release = host.root / "releases" / done.release_id
+        assert os.readlink(host.root / "current") == f"releases/{done.release_id}"
+        assert os.readlink(release / ".env") == f"{path}/shared/.env"
+        assert os.readlink(release / "var/uploads") == f"{path}/shared/var/uploads"
+        assert (host.root / "shared/var/uploads").is_dir()
+        assert (release / "hook-env.txt").read_text() == "|".join([
+            "shop", "staging", SHA, "refs/heads/main", done.release_id,
+            f"{path}/releases/{done.release_id}", f"{path}/releases/{first.release_id}"])
+        assert (host.root / "after.log").read_text().split() == \
+            [first.release_id, done.release_id]
+        assert revisions(host) == [f"activate {first.release_id} previous=",
+                                   f"activate {done.release_id} previous={first.release_id}"]
+    assert {h.state for h in done.hosts} == {"succeeded"}
+    assert all({"connect", "prepare", "activate", "after_activate", "prune"} <= set(h.timings)
+               for h in done.hosts)
+    good, per_host = known_releases(s.ctx)
+    assert good[done.release_id].live_at is not None and not good[done.release_id].bad
+    assert {(h.live_release, h.last_good_release) for h in per_host.values()} == \
+        {(done.release_id, done.release_id)}
+    assert pipeline.last_good_release(s.ctx, "shop", "staging") == done.release_id
+
+
+# --- failures in prepare ----------------------------------------------------------------------
+
+
+def test_a_failing_before_activate_on_one_host_leaves_all_five_on_the_old_release(
+        stage: Callable[..., Stage]) -> None:
+    s = stage(5, settings="""
+hooks: {before_activate: ['test ! -e ../../refuse || { echo "not on this host" >&2; exit 3; }']}
+""")
+    first = s.deploy("one")
+    assert first.state == "succeeded", first.error
+    before = releases(s.fleet)
+    (s.fleet.hosts[2].root / "refuse").touch()
+
+    failed = s.deploy("two")
+
+    assert failed.state == "failed"
+    assert failed.error and failed.error.startswith("prepare failed, no host changed:")
+    assert f"{s.fleet.hosts[2].spec}: prepare failed: the before_activate hook 1 failed" \
+        " with exit status 3" in failed.error
+    assert live(s.fleet) == [f"releases/{first.release_id}"] * 5
+    assert releases(s.fleet) == before  # the new release folders were removed everywhere
+    assert [h.state for h in failed.hosts] == \
+        ["canceled", "canceled", "failed", "canceled", "canceled"]
+    culprit = failed.hosts[2]
+    assert (culprit.previous_release, culprit.release) == (first.release_id, first.release_id)
+    assert {h.release for h in failed.hosts} - {None} == {first.release_id}
+    assert any(line.endswith("not on this host") for line in s.log(failed.id))
+    known, per_host = known_releases(s.ctx)
+    assert known[failed.release_id].bad and not known[first.release_id].bad
+    assert {h.live_release for h in per_host.values()} == {first.release_id}
+
+
+def test_a_stopped_host_at_prepare_fails_fast_and_nobody_switches(
+        stage: Callable[..., Stage]) -> None:
+    s = stage(3)
+    first = s.deploy("one")
+    before_live, before_releases = live(s.fleet), releases(s.fleet)
+    s.fleet.hosts[1].stop()
+
+    started = time.monotonic()
+    failed = s.deploy("two")
+    took = time.monotonic() - started
+
     assert failed.state == "error"
-    assert f"cannot reach {fleet.hosts[1].spec}" in (failed.error or "")
-    assert live(fleet) == before_live
-    fleet.hosts[1].start()
-    assert releases(fleet) == before_releases  # the half-made releases were removed
-    for host in fleet.hosts:
+    assert f"cannot reach {s.fleet.hosts[1].spec}" in (failed.error or "")
+    assert took < 5, took
+    assert live(s.fleet) == before_live
+    s.fleet.hosts[1].start()
+    assert releases(s.fleet) == before_releases  # the half-made releases were removed
+    for host in s.fleet.hosts:
         assert (host.root / "current/dist/app.txt").read_text() == "one"
+    known, _per_host = known_releases(s.ctx)
+    assert not known[failed.release_id].bad  # the host, not the release, was at fault
+    assert pipeline.last_good_release(s.ctx, "shop", "staging") == first.release_id
 
 
 def test_a_changed_host_key_is_refused_with_both_fingerprints(
-        ctx: Context, fleet: SshFleet, tmp_path: Path) -> None:
-    fleet.hosts[2].regenerate_host_key()
-    deployment_id = deployment(ctx, tmp_path, "one")
-    deploy.run(deployment_id)
-    refused = state(ctx, deployment_id)
+        stage: Callable[..., Stage]) -> None:
+    s = stage(3)
+    s.fleet.hosts[2].regenerate_host_key()
+    refused = s.deploy("one")
     # The host could not be used: Conveyor could not finish, the release is not to blame.
     assert refused.state == "error"
-    assert fleet.hosts[2].spec in (refused.error or "")
+    assert s.fleet.hosts[2].spec in (refused.error or "")
     host = refused.hosts[2]
     assert host.state == "failed"
     assert "has changed: expected ssh-ed25519 SHA256:" in (host.error or "")
     assert "but the host offered ssh-ed25519 SHA256:" in (host.error or "")
-    assert live(fleet) == [None, None, None]
-    assert releases(fleet) == [[], [], []]
+    assert live(s.fleet) == [None, None, None]
+    assert releases(s.fleet) == [[], [], []]
 
 
-def test_a_deployment_runs_once(ctx: Context, fleet: SshFleet, tmp_path: Path) -> None:
-    deployment_id = deployment(ctx, tmp_path, "one")
+def test_a_hook_past_its_deadline_is_ended_on_the_host(stage: Callable[..., Stage]) -> None:
+    sleep = f"sleep {600 + uuid.uuid4().int % 1000}.{uuid.uuid4().int % 10**6:06d}"
+    s = stage(2, timeout="2s", settings=f"hooks: {{before_activate: ['{sleep}']}}")
+
+    failed = s.deploy("one")
+
+    assert failed.state == "failed"
+    assert f"prepare on {s.fleet.hosts[0].spec} did not end within 2 s and was stopped" \
+        in (failed.error or "")
+    assert pgrep(sleep) == ""
+    assert live(s.fleet) == [None, None]
+    assert releases(s.fleet) == [[], []]
+
+
+def test_an_unsafe_artifact_is_refused_and_nothing_is_written_outside(
+        stage: Callable[..., Stage], tmp_path: Path) -> None:
+    s = stage(2)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    for members in ([("../x", b"")], [(f"{outside}/x", b"")],
+                    [("dist/up", f"../../{outside.name}"), ("dist/up/x", b"")]):
+        artifact = s.tmp_path / "artifacts" / "unsafe.tar.gz"
+        artifact.parent.mkdir(exist_ok=True)
+        artifact.write_bytes(tarball(members))
+        sha256 = hashlib.sha256(artifact.read_bytes()).hexdigest()
+        final = artifact.with_name(f"{sha256}.tar.gz")
+        artifact.rename(final)
+        deployment_id = s.deployment(artifact=pipeline.Artifact(str(final), sha256,
+                                                                final.stat().st_size))
+        deploy.run(deployment_id)
+        failed = s.state(deployment_id)
+        assert failed.state == "failed", members
+        assert "is refused, nothing was unpacked" in (failed.error or "")
+        assert list(outside.iterdir()) == []
+        assert releases(s.fleet) == [[], []]
+        for host in s.fleet.hosts:  # only the artifacts remain (their plain tars removed)
+            held = {p.name for p in (host.root / ".conveyor/artifacts").iterdir()}
+            assert final.name in held and all(name.endswith(".tar.gz") for name in held)
+    assert not Path("/x").exists()
+
+
+def tarball(members: list[tuple[str, bytes | str]]) -> bytes:
+    """A .tar.gz of (name, data) files, or (name, target) symbolic links."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            if isinstance(data, str):
+                info.type, info.linkname = tarfile.SYMTYPE, data
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+# --- failures in activate ---------------------------------------------------------------------
+
+
+def test_a_failing_health_check_in_the_second_batch_puts_every_switched_host_back(
+        stage: Callable[..., Stage]) -> None:
+    s = stage(5, settings="""
+batch: 2
+hooks: {after_activate: ['echo "$CONVEYOR_RELEASE_ID $CONVEYOR_SHA" >> ../../after.log']}
+healthcheck: {command: 'test ! -e ../../unhealthy', retries: 2, interval: 1s, timeout: 5s}
+""")
+    first = s.deploy("one")
+    assert first.state == "succeeded", first.error
+    (s.fleet.hosts[2].root / "unhealthy").touch()
+
+    failed = s.deploy("two")
+
+    assert failed.state == "failed"
+    assert failed.error and failed.error.startswith(
+        "activate failed, every switched host put back:")
+    assert "the health check failed 2 time(s)" in failed.error
+    assert live(s.fleet) == [f"releases/{first.release_id}"] * 5
+    assert releases(s.fleet) == [[first.release_id]] * 5
+    assert [h.state for h in failed.hosts] == \
+        ["rolled_back", "rolled_back", "failed", "rolled_back", "canceled"]
+    assert {h.release for h in failed.hosts} == {first.release_id}
+    new, old = failed.release_id, first.release_id
+    for host in s.fleet.hosts[:4]:  # switched, then put back, after_activate run again
+        assert revisions(host)[1:] == [f"activate {new} previous={old}",
+                                       f"rollback {old} previous={new}"]
+        assert (host.root / "after.log").read_text().splitlines() == \
+            [f"{old} {SHA}", f"{new} {SHA}", f"{old} {SHA}"]
+    assert revisions(s.fleet.hosts[4])[1:] == []  # never switched
+    known, _per_host = known_releases(s.ctx)
+    assert known[new].bad and "health check" in (known[new].bad_reason or "")
+    assert pipeline.last_good_release(s.ctx, "shop", "staging") == old
+
+
+def test_a_failed_first_deployment_leaves_no_current(stage: Callable[..., Stage]) -> None:
+    s = stage(2, settings="healthcheck: {command: 'false', retries: 1}")
+    failed = s.deploy("one")
+    assert failed.state == "failed"
+    assert live(s.fleet) == [None, None]
+    assert [os.path.lexists(h.root / "current") for h in s.fleet.hosts] == [False, False]
+    assert releases(s.fleet) == [[], []]
+    assert [h.state for h in failed.hosts] == ["failed", "failed"]
+
+
+# --- pruning, the lock, local hosts -----------------------------------------------------------
+
+
+def test_pruning_never_removes_the_live_or_the_previous_release(
+        stage: Callable[..., Stage]) -> None:
+    s = stage(2)  # keep_releases: 2
+    a = s.deploy("a")
+    b = s.deploy("b")
+    for host in s.fleet.hosts:  # put back on a by hand (as `conveyor rollback` will)
+        with transport.LocalTransport() as here:
+            result = here.run(remote.rollback(str(host.root), a.release_id, {}), timeout=30)
+            assert result.exit_status == 0, result.stderr
+    c = s.deploy("c")
+    assert c.state == "succeeded", c.error
+    # Newest two are b and c; a is the previous release (what was live before c) and stays.
+    assert releases(s.fleet) == [sorted([a.release_id, b.release_id, c.release_id])] * 2
+    d = s.deploy("d")
+    assert releases(s.fleet) == [sorted([c.release_id, d.release_id])] * 2
+    assert [h.previous_release for h in d.hosts] == [c.release_id] * 2
+
+
+def test_two_deployments_to_one_environment_run_one_after_the_other(
+        stage: Callable[..., Stage]) -> None:
+    s = stage(2, settings="hooks: {before_activate: ['sleep 0.3']}")
+    first, second = s.deployment("one"), s.deployment("two")
+    threads = [threading.Thread(target=deploy.run, args=(d,)) for d in (first, second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    done = sorted((s.state(first), s.state(second)), key=lambda d: d.started_at)
+    assert [d.state for d in done] == ["succeeded", "succeeded"]
+    assert done[0].finished_at <= done[1].started_at  # type: ignore[operator]
+    one, two = done[0].release_id, done[1].release_id
+    for host in s.fleet.hosts:
+        assert revisions(host) == [f"activate {one} previous=", f"activate {two} previous={one}"]
+    assert [h.previous_release for h in done[1].hosts] == [one, one]
+
+
+def test_a_lost_lock_stops_the_deployment_before_anything_switches(
+        stage: Callable[..., Stage]) -> None:
+    s = stage(2)
+    deployment_id = s.deployment("one")
+    order = pipeline.start_deployment(s.ctx, deployment_id)
+    assert order is not None
+    lost = threading.Event()
+    lost.set()  # as the heartbeat does when another holder has the key
+    state, error = deploy.Deployer(s.ctx, order, lost).deploy()
+    assert (state, error) == ("error", deploy.LOCK_LOST)
+    assert live(s.fleet) == [None, None]
+    assert releases(s.fleet) == [[], []]
+
+
+def test_the_heartbeat_notices_a_lock_taken_over(redis_db: redis.Redis) -> None:
+    name = f"conveyor:lock:test:{uuid.uuid4().hex}"
+    with deploy.environment_lock(redis_db, name, ttl=5, heartbeat=0.05) as lost:
+        assert redis_db.pttl(name) > 0  # it expires: a dead worker's lock frees itself
+        assert not lost.wait(0.2)  # renewed while ours
+        redis_db.set(name, "another worker's token")
+        assert lost.wait(5)
+    assert redis_db.get(name) == b"another worker's token"  # not released: not ours
+
+
+def test_local_hosts_behave_as_ssh_hosts(stage: Callable[..., Stage]) -> None:
+    s = stage(1, local=True, settings=f"""
+shared: [var/]
+hooks: {{before_activate: ['{SHOW_ENV}']}}
+""")
+    here = s.fleet.deploy_path  # `local` deploys to the path itself, on this machine
+    (here / "shared").mkdir()
+    (s.fleet.hosts[0].root / "shared").mkdir()
+    first = s.deploy("one")
+    done = s.deploy("two")
+    assert (first.state, done.state) == ("succeeded", "succeeded")
+    assert [h.host for h in done.hosts] == ["local", s.fleet.hosts[0].spec]
+    roots = [here, s.fleet.hosts[0].root]
+    trees = [sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                    if ".conveyor" not in p.parts) for root in roots]
+    assert trees[0] == trees[1]
+    for root in roots:
+        assert os.readlink(root / "current") == f"releases/{done.release_id}"
+        assert os.readlink(root / "current/var") == f"{here}/shared/var"
+        assert (root / "current/hook-env.txt").read_text().endswith(
+            f"|{here}/releases/{first.release_id}")
+        assert revisions(root) == [f"activate {first.release_id} previous=",
+                                   f"activate {done.release_id} previous={first.release_id}"]
+    assert [h.uploaded for h in done.hosts] == [True, True]  # a new artifact for both
+
+
+def test_a_deployment_runs_once(stage: Callable[..., Stage]) -> None:
+    s = stage(3)
+    deployment_id = s.deployment("one")
     deploy.run(deployment_id)
-    release = state(ctx, deployment_id).release_id
+    release = s.state(deployment_id).release_id
     deploy.run(deployment_id)  # RQ redelivers a job: nothing happens twice
-    assert state(ctx, deployment_id).release_id == release
-    assert releases(fleet) == [[release]] * 3
-    assert pipeline.deployment_target(ctx, deployment_id) is None
+    assert s.state(deployment_id).release_id == release
+    assert releases(s.fleet) == [[release]] * 3
+    assert pipeline.deployment_target(s.ctx, deployment_id) is None
+
+
+def pgrep(pattern: str) -> str:
+    result = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True, check=False)
+    return result.stdout

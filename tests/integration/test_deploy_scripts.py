@@ -74,7 +74,8 @@ APP = [
 def upload(host: LocalTransport, root: Path, tmp_path: Path, content: bytes) -> str:
     """Probe, then put the artifact where prepare expects it; return its sha256."""
     sha256 = hashlib.sha256(content).hexdigest()
-    assert ok(host.run(remote.probe(str(root), sha256), timeout=TIMEOUT)).endswith("artifact=no\n")
+    probe = remote.probe(str(root), sha256, len(content))
+    assert ok(host.run(probe, timeout=TIMEOUT)).endswith("artifact=no\n")
     local = tmp_path / f"{sha256}.tar.gz"
     local.write_bytes(content)
     host.put(local, remote.artifact_path(str(root), sha256), timeout=TIMEOUT)
@@ -111,20 +112,26 @@ def script_step(name: str, *args: str) -> Step:
 
 
 def test_probe_on_a_new_host_makes_the_artifacts_folder(host: LocalTransport, root: Path) -> None:
-    result = host.run(remote.probe(str(root), "0" * 64), timeout=TIMEOUT)
+    result = host.run(remote.probe(str(root), "0" * 64, 10), timeout=TIMEOUT)
     assert remote.parse_probe(ok(result)) == remote.ProbeResult(current=None, has_artifact=False)
     assert (root / ".conveyor" / "artifacts").is_dir()
+
+
+def test_probe_for_a_plan_changes_nothing(host: LocalTransport, root: Path) -> None:
+    result = host.run(remote.probe(str(root), "0" * 64, 10, look=True), timeout=TIMEOUT)
+    assert remote.parse_probe(ok(result)) == remote.ProbeResult(current=None, has_artifact=False)
+    assert not root.exists()
 
 
 def test_a_first_deployment(host: LocalTransport, root: Path, tmp_path: Path) -> None:
     content = make_tarball(APP)
     sha256 = upload(host, root, tmp_path, content)
-    probe = host.run(remote.probe(str(root), sha256), timeout=TIMEOUT)
+    probe = host.run(remote.probe(str(root), sha256, len(content)), timeout=TIMEOUT)
     assert remote.parse_probe(ok(probe)) == remote.ProbeResult(current=None, has_artifact=True)
 
     release_id = release(1)
     prepared = ok(host.run(remote.prepare(str(root), sha256, release_id, ENV), timeout=TIMEOUT))
-    assert prepared == f"release={release_id}\n"
+    assert prepared == f"previous=\nrelease={release_id}\n"
     folder = root / "releases" / release_id
     assert (folder / "dist" / "app.txt").read_bytes() == b"hello\n"
     assert os.readlink(folder / "dist" / "latest") == "app.txt"
@@ -136,7 +143,7 @@ def test_a_first_deployment(host: LocalTransport, root: Path, tmp_path: Path) ->
     assert remote.parse_fields(activated) == {"previous": ""}
     assert live(root) == f"releases/{release_id}"
     assert (root / "current" / "dist" / "app.txt").read_bytes() == b"hello\n"
-    probe = host.run(remote.probe(str(root), sha256), timeout=TIMEOUT)
+    probe = host.run(remote.probe(str(root), sha256, len(content)), timeout=TIMEOUT)
     assert remote.parse_probe(ok(probe)).current == release_id
 
 
@@ -228,8 +235,11 @@ def test_a_corrupted_artifact_is_refused(host: LocalTransport, root: Path, tmp_p
     sha256 = upload(host, root, tmp_path, content)
     corrupted = content[:-10] + b"0123456789"
     Path(remote.artifact_path(str(root), sha256)).write_bytes(corrupted)
-    probe = host.run(remote.probe(str(root), sha256), timeout=TIMEOUT)
-    assert not remote.parse_probe(ok(probe)).has_artifact
+    # The probe looks at the size only: prepare verifies the sha256, once per deployment.
+    probe = host.run(remote.probe(str(root), sha256, len(content)), timeout=TIMEOUT)
+    assert remote.parse_probe(ok(probe)).has_artifact
+    shorter = host.run(remote.probe(str(root), sha256, len(content) + 1), timeout=TIMEOUT)
+    assert not remote.parse_probe(ok(shorter)).has_artifact
     before = tree(tmp_path)
 
     result = host.run(remote.prepare(str(root), sha256, release(1), ENV), timeout=TIMEOUT)
@@ -251,10 +261,15 @@ def test_an_artifact_tar_cannot_read_leaves_nothing(
     assert not (root / "releases").exists()
 
 
-def test_a_missing_artifact_is_reported(host: LocalTransport, root: Path) -> None:
+def test_a_missing_artifact_is_reported_and_room_made_for_it(
+    host: LocalTransport, root: Path
+) -> None:
     result = host.run(remote.prepare(str(root), "b" * 64, release(1), ENV), timeout=TIMEOUT)
-    assert result.exit_status == remote.EXIT_CORRUPT
+    assert result.exit_status == remote.EXIT_NO_ARTIFACT
     assert "is missing; upload it first" in result.stderr
+    assert remote.parse_prepare(result.stdout) == remote.Prepared(previous=None, release=None)
+    assert list((root / ".conveyor").iterdir()) == [root / ".conveyor" / "artifacts"]
+    assert list((root / ".conveyor" / "artifacts").iterdir()) == []
 
 
 # --- activate, rollback -------------------------------------------------------------------
@@ -324,7 +339,7 @@ def test_a_current_that_is_not_conveyors_is_left_alone(
     (root / "current").unlink()
     (root / "current").mkdir()
     for step in (
-        remote.probe(str(root), "0" * 64),
+        remote.probe(str(root), "0" * 64, 0),
         remote.activate(str(root), release_id, ENV),
         remote.rollback(str(root), None, ENV),
     ):
@@ -407,17 +422,22 @@ def test_prune_keeps_the_artifacts_of_remaining_releases_untouched(
     artifacts = root / ".conveyor" / "artifacts"
     names = [f"{hashlib.sha256(content).hexdigest()}.tar.gz" for content in versions]
     kept_before = {name: (artifacts / name).stat() for name in names[1:]}
+    plain = [name.removesuffix(".gz") for name in names]  # inflated once, kept beside
+    assert all((artifacts / name).is_file() for name in plain)
     stray = f"{'1' * 64}.tar.gz"  # uploaded, but its release was discarded
     (artifacts / stray).write_bytes(b"x")
     (artifacts / f"{'e' * 64}.tar.gz.part").write_bytes(b"partial")
+    (artifacts / f"{'f' * 64}.tar.part").write_bytes(b"partial")
     (artifacts / "notes.txt").write_bytes(b"not ours")
 
     pruned = ok(host.run(remote.prune(str(root), 2), timeout=TIMEOUT))
 
-    assert sorted(p.name for p in artifacts.iterdir()) == sorted([*names[1:], "notes.txt"])
-    assert sorted(pruned.splitlines()) == sorted(
-        [f"removed={ids[0]}", f"removed_artifact={names[0]}", f"removed_artifact={stray}"]
-    )
+    kept = [*names[1:], *plain[1:], "notes.txt"]
+    assert sorted(p.name for p in artifacts.iterdir()) == sorted(kept)
+    assert sorted(pruned.splitlines()) == sorted([
+        f"removed={ids[0]}", f"removed_artifact={names[0]}", f"removed_artifact={plain[0]}",
+        f"removed_artifact={stray}",
+    ])
     for name, stat in kept_before.items():
         now = (artifacts / name).stat()
         assert (now.st_ino, now.st_mtime_ns) == (stat.st_ino, stat.st_mtime_ns)
@@ -430,10 +450,12 @@ def test_prune_keeps_the_artifacts_of_remaining_releases_untouched(
 @pytest.mark.parametrize(
     ("name", "args", "message"),
     [
-        ("probe", ("relative/path", "0" * 64), "must be absolute"),
-        ("probe", ("/srv/../etc", "0" * 64), "normalised"),
-        ("probe", ("/srv/shop", "0" * 63), "64 lowercase hexadecimal"),
-        ("probe", ("/srv/shop",), "usage: probe.sh PATH SHA256"),
+        ("probe", ("relative/path", "0" * 64, "1"), "must be absolute"),
+        ("probe", ("/srv/../etc", "0" * 64, "1"), "normalised"),
+        ("probe", ("/srv/shop", "0" * 63, "1"), "64 lowercase hexadecimal"),
+        ("probe", ("/srv/shop", "0" * 64), "usage: probe.sh PATH SHA256 SIZE"),
+        ("probe", ("/srv/shop", "0" * 64, "1k"), "SIZE must be a number"),
+        ("probe", ("/srv/shop", "0" * 64, "1", "write"), "can only be 'look'"),
         ("prepare", ("/srv/shop", "0" * 64, "latest"), "a release id looks like"),
         ("activate", ("/srv/shop", "20261128T221500Z-abc"), "a release id looks like"),
         ("rollback", ("/srv/shop", "../x"), "a release id looks like"),

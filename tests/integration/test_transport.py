@@ -103,7 +103,7 @@ def test_large_output_on_both_streams_does_not_block(transport: Transport) -> No
 
 def test_deploy_scripts_run_over_ssh(transport: Transport, fleet: SshFleet) -> None:
     root = str(fleet.hosts[0].root / "shop")
-    result = transport.run(remote.probe(root, "0" * 64), timeout=TIMEOUT)
+    result = transport.run(remote.probe(root, "0" * 64, 0), timeout=TIMEOUT)
     assert result.exit_status == 0, result.stderr
     assert remote.parse_probe(result.stdout) == remote.ProbeResult(None, has_artifact=False)
 
@@ -119,7 +119,7 @@ def test_a_deployment_over_ssh(transport: Transport, fleet: SshFleet, tmp_path: 
     release_id = "20261128T221500Z-abc1234"
     env = {"CONVEYOR_REF": EVIL}
 
-    probe = transport.run(remote.probe(root, sha256), timeout=TIMEOUT)
+    probe = transport.run(remote.probe(root, sha256, local.stat().st_size), timeout=TIMEOUT)
     assert not remote.parse_probe(probe.stdout).has_artifact
     transport.put(local, remote.artifact_path(root, sha256), timeout=TIMEOUT)
     prepare = remote.prepare(root, sha256, release_id, env)
@@ -129,7 +129,7 @@ def test_a_deployment_over_ssh(transport: Transport, fleet: SshFleet, tmp_path: 
 
     assert os.readlink(seen_here / "current") == f"releases/{release_id}"
     assert (seen_here / "current" / "dist" / "app.txt").read_text() == "hello\n"
-    probe = transport.run(remote.probe(root, sha256), timeout=TIMEOUT)
+    probe = transport.run(remote.probe(root, sha256, local.stat().st_size), timeout=TIMEOUT)
     assert remote.parse_probe(probe.stdout) == remote.ProbeResult(release_id, has_artifact=True)
 
 

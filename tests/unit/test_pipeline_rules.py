@@ -37,7 +37,9 @@ def test_pushes_that_deploy_nowhere_say_why() -> None:
     assert pipeline.environments_for(project(), push("refs/heads/main", ZERO_SHA)) == \
         "refs/heads/main was deleted"
     assert pipeline.environments_for(project(), push("refs/tags/v1")) == \
-        "refs/tags/v1 is not a branch"
+        "no environment deploys tag 'v1'"
+    assert pipeline.environments_for(project(), push("refs/notes/commits")) == \
+        "refs/notes/commits is neither a branch nor a tag"
 
 
 def test_settings_hash_changes_with_the_build_settings_only() -> None:

@@ -29,10 +29,11 @@ def run_sh(step: Step) -> subprocess.CompletedProcess[str]:
 
 
 def test_probe_carries_the_scripts_and_validated_arguments() -> None:
-    step = remote.probe(PATH, SHA256)
-    assert (step.name, step.args, dict(step.env)) == ("probe", (PATH, SHA256), {})
+    step = remote.probe(PATH, SHA256, 1234)
+    assert (step.name, step.args, dict(step.env)) == ("probe", (PATH, SHA256, "1234"), {})
     assert step.script == deploy_scripts.script("common") + "\n" + deploy_scripts.script("probe")
-    assert step.describe() == f"probe /srv/shop {SHA256}"
+    assert step.describe() == f"probe /srv/shop {SHA256} 1234"
+    assert remote.probe(PATH, SHA256, 0, look=True).args == (PATH, SHA256, "0", "look")
 
 
 def test_builders_put_arguments_in_order() -> None:
@@ -52,7 +53,7 @@ def test_builders_put_arguments_in_order() -> None:
 )
 def test_a_path_that_is_not_absolute_and_plain_is_refused(path: str) -> None:
     with pytest.raises(InvalidStepError, match="absolute and normalised"):
-        remote.probe(path, SHA256)
+        remote.probe(path, SHA256, 0)
 
 
 @pytest.mark.parametrize("sha256", ["a" * 63, "A" * 64, "g" * 64, "a" * 64 + "\n", ""])
@@ -155,3 +156,62 @@ def test_parse_fields_ignores_other_lines() -> None:
         "previous": "",
         "removed": "a=b",
     }
+
+
+def test_operator_text_travels_as_unexported_params() -> None:
+    hooks = ["pip install 'x' && echo \"$CONVEYOR_REF\"", "echo two\nlines"]
+    step = remote.prepare(PATH, SHA256, RELEASE, {"CONVEYOR_REF": EVIL},
+                          shared=[".env", "var/uploads/"], hooks=hooks)
+    assert step.args == (PATH, SHA256, RELEASE)
+    assert dict(step.params) == {
+        "shared_count": "2", "shared_1": ".env", "shared_2": "var/uploads/",
+        "before_activate_count": "2", "before_activate_1": hooks[0],
+        "before_activate_2": hooks[1],
+    }
+    shown = Step("show", 'printf "%s|%s|%s" "$before_activate_1" "$before_activate_2"'
+                 ' "$(sh -c \'echo "${before_activate_1-unset}"\')"', params=step.params)
+    result = run_sh(shown)
+    assert result.stdout == f"{hooks[0]}|{hooks[1]}|unset"  # set for the script, not exported
+
+
+def test_after_activate_carries_hooks_and_the_health_check() -> None:
+    from app.config import Healthcheck
+
+    check = Healthcheck(command="curl -fsS http://127.0.0.1/health", retries=3, interval=2,
+                        timeout=10)
+    step = remote.after_activate(PATH, RELEASE, {}, hooks=["reload"], healthcheck=check)
+    assert step.args == (PATH, RELEASE)
+    assert dict(step.params) == {
+        "after_activate_count": "1", "after_activate_1": "reload",
+        "health_command": check.command, "health_retries": "3", "health_interval": "2",
+        "health_timeout": "10",
+    }
+    assert remote.healthcheck_seconds(check) == 3 * (10 + 5) + 2 * 2
+    assert remote.healthcheck_seconds(None) == 0
+    assert dict(remote.rollback(PATH, RELEASE, {}, hooks=["reload"]).params) == {
+        "after_activate_count": "1", "after_activate_1": "reload"}
+
+
+@pytest.mark.parametrize("entry", [".env", "var/uploads", "var/uploads/", "a/b.c/d@e+f"])
+def test_a_shared_entry_is_a_plain_relative_path(entry: str) -> None:
+    assert remote.check_shared(entry) == entry
+
+
+@pytest.mark.parametrize("entry", ["", "/etc", "../x", "a/../b", "./x", "a//b", ".", "a/.",
+                                   "a b", "a\nb", "$(x)"])
+def test_a_shared_entry_that_could_lead_elsewhere_is_refused(entry: str) -> None:
+    with pytest.raises(InvalidStepError, match="shared entry"):
+        remote.prepare(PATH, SHA256, RELEASE, {}, shared=[entry])
+
+
+def test_a_bad_param_is_refused() -> None:
+    with pytest.raises(InvalidStepError, match="parameter name"):
+        Step("x", "true", params={"Hook": "x"})
+    with pytest.raises(InvalidStepError, match="NUL"):
+        Step("x", "true", params={"hook": "a\0b"})
+
+
+def test_parse_prepare() -> None:
+    assert remote.parse_prepare(f"previous={RELEASE}\nrelease=x\n") == remote.Prepared(
+        previous=RELEASE, release="x")
+    assert remote.parse_prepare("previous=\n") == remote.Prepared(None, None)

@@ -1,0 +1,136 @@
+"""Reading forge payloads: body formats, and fields checked before they go any further."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+from typing import Any
+from urllib.parse import parse_qs
+
+from app.hooks import HookError
+
+JSON = "application/json"
+FORM = "application/x-www-form-urlencoded"
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+# What fits the history's columns and can be shown and logged as it is.
+_PRINTABLE = re.compile(r"^[^\x00-\x1f\x7f]+$")
+MAX_REF = 400
+MAX_NAME = 400
+MAX_DELIVERY_ID = 200
+MAX_EVENT = 100
+
+
+def mimetype(content_type: str | None) -> str:
+    """`application/json` out of `application/json; charset=utf-8`."""
+    return (content_type or "").split(";")[0].strip().lower()
+
+
+def read(content_type: str | None, body: bytes, allowed: tuple[str, ...],
+         forge: str) -> dict[str, Any]:
+    """The JSON object of a JSON body, or of a form body's `payload=` field."""
+    kind = mimetype(content_type)
+    if kind not in allowed:
+        sent = f"{kind!r}" if kind else "no content type"
+        raise HookError(415, f"{forge} sends {' or '.join(allowed)}, not {sent}")
+    text = _form_payload(body) if kind == FORM else body
+    try:
+        payload = json.loads(text)
+    except (ValueError, UnicodeDecodeError):
+        raise HookError(400, "the body is not valid JSON") from None
+    if not isinstance(payload, dict):
+        raise HookError(400, "the payload must be a JSON object")
+    return payload
+
+
+def _form_payload(body: bytes) -> bytes:
+    try:
+        values = parse_qs(body.decode("utf-8"), strict_parsing=False).get("payload")
+    except (UnicodeDecodeError, ValueError):
+        values = None
+    if not values:
+        raise HookError(400, "a form-encoded delivery must carry a payload= field")
+    return values[0].encode()
+
+
+def hmac_sha256(secret: str, body: bytes) -> str:
+    """Hex HMAC-SHA256 of the raw body, keyed with the webhook secret."""
+    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def same(expected: str, offered: str | None) -> bool:
+    """Constant-time comparison of a secret value with what the request offered."""
+    if offered is None:
+        return False
+    return hmac.compare_digest(expected.encode(), offered.encode("utf-8", "replace"))
+
+
+def field(data: Any, *path: str) -> Any:
+    """`data[path[0]][path[1]]...`, or None where the payload has no such object."""
+    for key in path:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(key)
+    return data
+
+
+def objects(data: Any, *path: str) -> list[dict[str, Any]]:
+    """The objects of a list field (commits), or [] when it is missing or not a list."""
+    value = field(data, *path)
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def obj(data: Any, *path: str) -> dict[str, Any]:
+    """An object field (head_commit), or {} when it is missing or not an object."""
+    value = field(data, *path)
+    return value if isinstance(value, dict) else {}
+
+
+def text(data: Any, *path: str) -> str:
+    """A text field, or "" when it is missing or not text (for messages, names)."""
+    value = field(data, *path)
+    return value if isinstance(value, str) else ""
+
+
+def name(data: Any, *path: str, what: str) -> str:
+    """A required name (repository, branch): printable text of sensible length."""
+    value = field(data, *path)
+    if not isinstance(value, str) or not value:
+        raise HookError(400, f"the payload has no {what} ({'.'.join(path)})")
+    if len(value) > MAX_NAME or not _PRINTABLE.match(value):
+        raise HookError(400, f"the payload's {what} is not a name Conveyor can use")
+    return value
+
+
+def sha(data: Any, *path: str, what: str) -> str:
+    """A required commit id: 40 lowercase hexadecimal characters."""
+    value = field(data, *path)
+    if not isinstance(value, str) or not _SHA.match(value):
+        raise HookError(400, f"{what} ({'.'.join(path)}) must be a 40-character commit id")
+    return value
+
+
+def ref(data: Any, *path: str) -> str:
+    """A required full ref (`refs/heads/...`, `refs/tags/...`)."""
+    value = name(data, *path, what="ref")
+    if not value.startswith("refs/") or len(value) > MAX_REF:
+        raise HookError(400, f"the ref {value[:100]!r} is not a full ref (refs/...)")
+    return value
+
+
+def number(data: Any, *path: str, what: str) -> int:
+    """A required positive whole number (a pull request's number)."""
+    value = field(data, *path)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise HookError(400, f"the payload has no {what} ({'.'.join(path)})")
+    return value
+
+
+def header(value: str | None, what: str, size: int) -> str:
+    """A required header naming the delivery or its event: printable, of sensible length."""
+    if not value:
+        raise HookError(400, f"the {what} header is missing")
+    if len(value) > size or not _PRINTABLE.match(value):
+        raise HookError(400, f"the {what} header is not one a forge sends")
+    return value

@@ -1,0 +1,166 @@
+"""Property: whatever arrives at the hooks (bodies, headers, content types), the answer is
+never a 5xx while Redis and the database are up, and no work is queued without the right
+signature or token."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from flask.testing import FlaskClient
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import delete, func, select
+
+from app import create_app
+from app.context import Context
+from app.models import Base, Build
+from tests.support import conveyor, deliveries
+from tests.support.services import reset_redis
+
+ENV = "hosts: [local], path: /srv/app"
+CONFIG = f"""\
+projects:
+  hello:
+    provider: github
+    repo: Codertocat/Hello-World
+    webhook_secret: ${{WEBHOOK_SECRET}}
+    pull_requests: build_forks
+    build: {{artifact: dist}}
+    environments: {{staging: {{branches: ["*"], tags: ["*"], {ENV}}}}}
+  diaspora:
+    provider: gitlab
+    repo: mike/diaspora
+    webhook_secret: ${{WEBHOOK_SECRET}}
+    build: {{artifact: dist}}
+    environments: {{staging: {{branches: ["*"], {ENV}}}}}
+  gitlab-test:
+    provider: gitlab
+    repo: gitlabhq/gitlab-test
+    webhook_secret: ${{WEBHOOK_SECRET}}
+    pull_requests: build_forks
+    build: {{artifact: dist}}
+    environments: {{staging: {{branches: ["*"], {ENV}}}}}
+  example:
+    provider: gitea
+    repo: example/example
+    webhook_secret: ${{WEBHOOK_SECRET}}
+    pull_requests: build_forks
+    build: {{artifact: dist}}
+    environments: {{staging: {{branches: ["*"], {ENV}}}}}
+"""
+PAYLOADS = {
+    "github": ["github/push-branch-created.json", "github/push-tag-created-docs.json",
+               "github/pull_request-synchronize.json", "github/ping-repo.json",
+               "github/ping-organization.json"],
+    "gitlab": ["gitlab/push-hook-docs.json", "gitlab/merge_request-hook-open-docs.json"],
+    "gitea": ["gitea/push-branch-created.json", "gitea/pull-request-fork.json"],
+}
+EVENTS = ["push", "pull_request", "ping", "Push Hook", "Tag Push Hook", "Merge Request Hook",
+          "issues", ""]
+CONTENT_TYPES = ["application/json", "application/x-www-form-urlencoded", "text/plain", "",
+                 "application/json; charset=utf-8", "multipart/form-data; boundary=x"]
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=50)
+    | st.sampled_from(["0" * 40, "a" * 40, "refs/heads/main", "refs/tags/v1", "main"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner,
+                                                                 max_size=3),
+    max_leaves=8)
+
+
+PAYLOAD_EVENTS = {"push-": {"github": "push", "gitlab": "Push Hook", "gitea": "push"},
+                  "pull": {"github": "pull_request", "gitlab": "Merge Request Hook",
+                           "gitea": "pull_request"},
+                  "merge": {"gitlab": "Merge Request Hook"}, "ping": {"github": "ping"}}
+
+
+@st.composite
+def requests(draw: st.DrawFn) -> tuple[str, bytes, dict[str, str], bool]:
+    """(provider, body, headers, whether the credentials are right for the body sent).
+
+    Most parts are what the forge sends, some drawn at random, so that requests reach every
+    step of the flow: body format, project, credentials, headers, payload fields.
+    """
+    def sometimes(strategy: st.SearchStrategy[Any], usual: Any) -> Any:
+        return draw(strategy) if draw(st.sampled_from([False, False, False, True])) else usual
+
+    provider = draw(st.sampled_from(sorted(PAYLOADS)))
+    name = draw(st.sampled_from(PAYLOADS[provider]))
+    payload: Any = deliveries.fixture(name)
+    for _ in range(draw(st.integers(0, 2))):  # mutate a field somewhere in the payload
+        target = payload
+        for key in draw(st.lists(st.sampled_from(["repository", "pull_request", "head",
+                                                  "project", "object_attributes"]),
+                                 max_size=2)):
+            target = target.get(key) if isinstance(target, dict) else None
+        if isinstance(target, dict) and target:
+            target[draw(st.sampled_from(sorted(target)))] = draw(json_values)
+    text = json.dumps(payload).encode()
+    body = sometimes(st.one_of(st.just(deliveries.form(text)), st.binary(max_size=300),
+                               json_values.map(lambda v: json.dumps(v).encode())), text)
+    usual_event = next(events[provider] for prefix, events in PAYLOAD_EVENTS.items()
+                       if name.split("/")[1].startswith(prefix) and provider in events)
+    event_name = sometimes(st.sampled_from(EVENTS) | st.text(max_size=20), usual_event)
+    delivery = sometimes(st.text(max_size=40), f"d-{draw(st.integers(0, 10**9))}")
+    signer = sometimes(st.sampled_from(["wrong secret", "other body", "none", "garbage"]),
+                       "right")
+    secret = {"right": conveyor.SECRET, "other body": conveyor.SECRET}.get(signer, "nope")
+    signed_body = body + b"x" if signer == "other body" else body
+    headers = deliveries.signed(provider, signed_body, event_name, delivery,
+                                None if signer == "none" else secret)
+    if signer == "garbage":
+        for header in ("X-Hub-Signature-256", "X-Gitlab-Token", "X-Gitea-Signature"):
+            if header in headers:
+                headers[header] = draw(st.text(max_size=80))
+    headers["Content-Type"] = sometimes(st.sampled_from(CONTENT_TYPES), headers["Content-Type"])
+    headers = {k: v for k, v in headers.items() if _header_safe(v)}
+    # GitLab's token is the secret itself, not a signature of the body.
+    right = signer == "right" or (signer == "other body" and provider == "gitlab")
+    return provider, body, headers, right
+
+
+def _header_safe(value: str) -> bool:
+    return all(32 <= ord(c) < 127 for c in value)
+
+
+def work(ctx: Context, queues: redis.Redis) -> tuple[int, int]:
+    with ctx.db.session() as session:
+        builds = session.scalar(select(func.count()).select_from(Build)) or 0
+    return builds, len(queues.keys("rq:job:*"))
+
+
+@pytest.fixture
+def ctx(tmp_path: Path, redis_url: str, redis_db: redis.Redis) -> Context:
+    return conveyor.context(tmp_path, f"sqlite:///{tmp_path / 'conveyor.db'}", redis_url, CONFIG)
+
+
+@pytest.fixture
+def client(ctx: Context) -> FlaskClient:
+    return create_app(context=ctx).test_client()
+
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(request=requests())
+def test_no_5xx_and_no_work_without_the_right_credentials(
+        client: FlaskClient, ctx: Context, redis_db: redis.Redis, redis_url: str,
+        request: tuple[str, bytes, dict[str, str], bool]) -> None:
+    provider, body, headers, right = request
+    with ctx.db.session() as session:  # each example starts from an empty history and queue
+        for table in reversed(Base.metadata.sorted_tables):
+            session.execute(delete(table))
+    reset_redis(redis_url)
+    before = work(ctx, redis_db)
+    answer = client.post(f"/hooks/{provider}", data=body, headers=headers)
+    assert answer.status_code < 500, answer.get_data(as_text=True)
+    assert answer.is_json and isinstance(answer.json, dict)
+    if not right:
+        assert answer.status_code in (400, 401, 404, 415), answer.json
+        assert work(ctx, redis_db) == before
+    if answer.status_code == 202:
+        assert right and answer.json["builds"]
+    event(f"answer {answer.status_code}")
