@@ -120,5 +120,5 @@ def _deployment(d: Deployment, *, hosts: bool = False) -> dict[str, Any]:
 def _host(h: DeploymentHost) -> dict[str, Any]:
     return {"host": h.host, "state": h.state, "step": h.step,
             "previous_release": h.previous_release, "release": h.release,
-            "uploaded": h.uploaded, "error": h.error, "started_at": _time(h.started_at),
-            "finished_at": _time(h.finished_at)}
+            "uploaded": h.uploaded, "error": h.error, "timings": h.timings or {},
+            "started_at": _time(h.started_at), "finished_at": _time(h.finished_at)}
