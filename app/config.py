@@ -381,6 +381,9 @@ class _Reader:
         token = self.optional(nodes, "token", path,
                               lambda n, p: self.string(n, p, secret=True), None)
         deployments = self.optional(nodes, "deployments", path, self.boolean, False)
+        if deployments:
+            self.problem(nodes["deployments"], f"{path}.deployments",
+                         "recording Deployments through the forge's API is not supported yet")
         if not (api_url and token):
             return None
         return Status(api_url=api_url.rstrip("/"), token=token, deployments=deployments)

@@ -8,7 +8,7 @@ from typing import Any
 import requests
 from redis import Redis
 
-from app.report import ReportError, github
+from app.report import ReportError, github, gitlab
 from workers import context
 
 log = logging.getLogger(__name__)
@@ -32,12 +32,17 @@ def send_status(status: dict[str, Any]) -> None:
         log.info("status %s of %s skipped: a newer one was sent", status["state"],
                  status["context"])
         return
-    body = github.status_body(status["state"], status["context"], status["description"],
-                              status["target_url"])
+    args = (status["state"], status["context"], status["description"], status["target_url"])
+    api_url, token, repo, sha = (project.status.api_url, project.status.token, project.repo,
+                                 status["sha"])
     with requests.Session() as http:
         try:
-            github.post_status(http, project.status.api_url, project.status.token, project.repo,
-                               status["sha"], body)
+            if project.provider == "gitlab":
+                gitlab.post_status(http, api_url, token, repo, sha, gitlab.status_body(*args))
+            else:  # GitHub, and Gitea / Forgejo with the same request
+                scheme = "token" if project.provider == "gitea" else "Bearer"
+                github.post_status(http, api_url, token, repo, sha, github.status_body(*args),
+                                   scheme=scheme)
         except ReportError as exc:
             if exc.retry:
                 raise

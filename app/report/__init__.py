@@ -10,6 +10,20 @@ GITHUB_STATES = {
     # `paths:` skipped it: nothing failed, and a required check must not block the merge.
     "skipped": "success",
 }
+# SPEC §5: how a Conveyor state shows on GitLab.
+GITLAB_STATES = {
+    "queued": "pending", "awaiting_approval": "pending", "running": "running",
+    "succeeded": "success", "failed": "failed", "error": "failed",
+    "canceled": "canceled", "superseded": "canceled", "skipped": "skipped",
+}
+
+
+def classify(forge: str, status_code: int, text: str, what: str) -> None:
+    """Raise ReportError for a refused request: retry on 429 and 5xx, give up on other 4xx."""
+    if status_code == 429 or status_code >= 500:
+        raise ReportError(f"{forge} answered {status_code}; will retry", retry=True)
+    if status_code >= 400:
+        raise ReportError(f"{forge} refused {what} ({status_code}): {text[:300]}", retry=False)
 
 
 class ReportError(Exception):

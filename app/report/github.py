@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import requests
 
-from app.report import GITHUB_STATES, ReportError
+from app.report import GITHUB_STATES, ReportError, classify
 
 TIMEOUT = (5, 20)
 
@@ -16,18 +16,17 @@ def status_body(state: str, context: str, description: str, target_url: str) -> 
 
 
 def post_status(http: requests.Session, api_url: str, token: str, repo: str, sha: str,
-                body: dict[str, str]) -> None:
-    """Send one commit status; raise ReportError saying whether a retry may help."""
+                body: dict[str, str], *, scheme: str = "Bearer") -> None:
+    """Send one commit status; raise ReportError saying whether a retry may help.
+
+    Gitea and Forgejo take the same request under `/api/v1` (`scheme="token"`).
+    """
     url = f"{api_url}/repos/{repo}/statuses/{sha}"
-    headers = {"Authorization": f"Bearer {token}", "Accept": "application/vnd.github+json",
+    headers = {"Authorization": f"{scheme} {token}", "Accept": "application/vnd.github+json",
                "X-GitHub-Api-Version": "2022-11-28", "User-Agent": "conveyor"}
     try:
         response = http.post(url, json=body, headers=headers, timeout=TIMEOUT)
     except requests.RequestException as exc:
         reason = type(exc).__name__
         raise ReportError(f"GitHub could not be reached: {reason}", retry=True) from None
-    if response.status_code in (429,) or response.status_code >= 500:
-        raise ReportError(f"GitHub answered {response.status_code}; will retry", retry=True)
-    if response.status_code >= 400:
-        raise ReportError(f"GitHub refused the status for {repo}@{sha[:7]} "
-                          f"({response.status_code}): {response.text[:300]}", retry=False)
+    classify("GitHub", response.status_code, response.text, f"the status for {repo}@{sha[:7]}")

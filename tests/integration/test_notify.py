@@ -10,7 +10,7 @@ import redis
 
 import workers
 from tests.support import conveyor
-from tests.support.forge import GitHubForge
+from tests.support.forge import GitHubForge, GitLabForge
 from workers import notify
 
 TOKEN = "ghs_notify_test"
@@ -69,3 +69,48 @@ def test_a_5xx_raises_for_a_retry_and_a_4xx_is_dropped(forge: GitHubForge) -> No
     forge.fail_next(1, 422)
     notify.send_status(status("succeeded", 2))  # refused for good: logged, not raised
     assert [s["state"] for s in forge.statuses] == ["pending"]
+
+
+@pytest.fixture
+def gitlab(tmp_path: Path, redis_url: str, redis_db: redis.Redis,
+           monkeypatch: pytest.MonkeyPatch) -> Iterator[GitLabForge]:
+    stand_in = GitLabForge(TOKEN)
+    text = PIPELINE.format(api_url=stand_in.url).replace("provider: github", "provider: gitlab")
+    text = text.replace("repo: acme/shop", "repo: acme/platform/shop")
+    _settings, environ = conveyor.settings(tmp_path, f"sqlite:///{tmp_path}/c.db", redis_url,
+                                           text, {"STATUS_TOKEN": TOKEN})
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    workers.context.cache_clear()
+    yield stand_in
+    stand_in.stop()
+    workers.context.cache_clear()
+
+
+def test_gitlab_gets_its_own_states_by_project_path_and_repeats_are_benign(
+        gitlab: GitLabForge) -> None:
+    for state, seq in (("queued", 1), ("running", 2), ("running", 3), ("failed", 4)):
+        notify.send_status(status(state, seq))  # the repeated `running` is refused: harmless
+    assert [(s["repo"], s["state"], s["context"]) for s in gitlab.statuses] == [
+        ("acme%2Fplatform%2Fshop", "pending", "conveyor/build"),
+        ("acme%2Fplatform%2Fshop", "running", "conveyor/build"),
+        ("acme%2Fplatform%2Fshop", "failed", "conveyor/build")]
+    assert gitlab.violations == []
+
+
+def test_gitea_takes_githubs_request_with_a_token_header(
+        github_forge: Callable[[str], GitHubForge], tmp_path: Path, redis_url: str,
+        redis_db: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    stand_in = github_forge(TOKEN)  # Gitea's /api/v1 statuses take GitHub's request
+    text = PIPELINE.format(api_url=stand_in.url).replace("provider: github", "provider: gitea")
+    _settings, environ = conveyor.settings(tmp_path, f"sqlite:///{tmp_path}/c.db", redis_url,
+                                           text, {"STATUS_TOKEN": TOKEN})
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    workers.context.cache_clear()
+    try:
+        notify.send_status(status("succeeded", 1))
+    finally:
+        workers.context.cache_clear()
+    assert [s["state"] for s in stand_in.statuses] == ["success"]
+    assert stand_in.violations == []

@@ -184,3 +184,68 @@ class _Handler(BaseHTTPRequestHandler):
 def start_github_forge(token: str) -> GitHubForge:
     """Serve the stand-in on a free port of 127.0.0.1; its `.url` is the API root."""
     return GitHubForge(token)
+
+
+GITLAB_DOC = Path(__file__).parents[1] / "fixtures/api/gitlab-statuses.md"
+GITLAB_PATH = re.compile(r"/projects/(?P<project>[^/]+)/statuses/(?P<sha>[^/]+)")
+
+
+def gitlab_status_rules() -> tuple[set[str], set[str], dict[str, int]]:
+    """(attributes, states, 255-character limits) of `POST /projects/:id/statuses/:sha`, read
+    from the attribute table of GitLab's documentation (tests/fixtures/api/gitlab-statuses.md)."""
+    attributes, states, limits = set(), set(), {}
+    for line in GITLAB_DOC.read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) != 4 or not cells[0].startswith("`"):
+            continue
+        names = re.findall(r"`([a-z_]+)`", cells[0])
+        attributes.update(names)
+        if names == ["state"]:
+            states.update(re.findall(r"`([a-z]+)`", cells[3]))
+        if "255 characters or fewer" in cells[3]:
+            limits.update(dict.fromkeys(names, 255))
+    return attributes - {"id", "sha"}, states, limits
+
+
+class GitLabForge(GitHubForge):
+    """GitLab's commit-status API: `PRIVATE-TOKEN`, the project by URL-encoded path, its
+    documented attributes, and its refusal (400) to set a status to the state it has."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__(token)
+        self.attributes, self.states, self.limits = gitlab_status_rules()
+        self._current: dict[tuple[str, str, str], str] = {}
+
+    def _decide(self, method: str, path: str, headers: Any, body: bytes) -> Answer:
+        route = GITLAB_PATH.fullmatch(path)
+        if method != "POST" or route is None:
+            return self._refuse(404, f"{method} {path}: no such route", "404 Not Found")
+        if headers.get("PRIVATE-TOKEN") != self.token:
+            return 401, {"message": "401 Unauthorized"}, {}
+        if self._failures:
+            code, extra = self._failures.pop(0)
+            return code, {"message": "injected failure"}, extra
+        try:
+            status = json.loads(body)
+        except ValueError:
+            return self._refuse(400, f"{path}: body is not JSON", "400 Bad request")
+        problems = [f"unknown attribute {k!r}" for k in status if k not in self.attributes]
+        if status.get("state") not in self.states:
+            problems.append(f"state {status.get('state')!r} is not one of {sorted(self.states)}")
+        problems += [f"{k} is longer than {n}" for k, n in self.limits.items()
+                     if len(str(status.get(k) or "")) > n]
+        if not SHA.fullmatch(route["sha"]):
+            problems.append(f"no commit {route['sha']}")
+        if problems:
+            self.violations += [f"{path}: {p}" for p in problems]
+            return 400, {"message": problems}, {}
+        key = (route["project"], route["sha"], status.get("name") or "default")
+        if self._current.get(key) == status["state"]:  # GitLab refuses a repeated state
+            refusal = f"Cannot transition status via :run from :{status['state']}"
+            return 400, {"message": refusal}, {}
+        self._current[key] = status["state"]
+        self.statuses.append({"repo": route["project"], "sha": route["sha"],
+                              "state": status["state"], "context": key[2],
+                              "description": status.get("description"),
+                              "target_url": status.get("target_url")})
+        return 201, {"id": len(self.statuses), "status": status["state"], "name": key[2]}, {}
