@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from app.hooks import payload as p
-from app.hooks.events import Event, Ignored, PullRequest, Push
+from app.hooks.events import Event, Ignored, PullRequest
 
 PROVIDER = "gitea"
 CREDENTIALS = "the X-Gitea-Signature (or X-Forgejo-Signature) signature is missing or wrong"
@@ -42,28 +42,10 @@ def event(name: str, payload: dict[str, Any]) -> Event:
     """Turn a verified delivery of event `name` into a Push or PullRequest, or say why not."""
     repo = repository(payload) or ""
     if name == "push":
-        return _push(repo, payload)
+        return p.push(repo, payload)
     if name == "pull_request":
         return _pull_request(repo, payload)
     return Ignored(repo, f"event {name!r} is not handled")
-
-
-def _push(repo: str, payload: dict[str, Any]) -> Push:
-    # Gitea sends no created/deleted flags: an all-zero before or after says it.
-    ref = p.ref(payload, "ref")
-    after = p.sha(payload, "after", what="after")
-    head = p.obj(payload, "head_commit")
-    if ref.startswith("refs/tags/") and isinstance(head, dict) and head.get("id"):
-        after = p.sha(head, "id", what="the tag's commit")
-    commits = p.objects(payload, "commits")
-    if not head and commits:
-        head = commits[-1]
-    return Push(
-        repository=repo, ref=ref, before=p.sha(payload, "before", what="before"), after=after,
-        clone_url=p.text(payload, "repository", "clone_url"),
-        message=p.text(head, "message"), author=p.text(head, "author", "name"),
-        default_branch=p.text(payload, "repository", "default_branch") or None,
-    )
 
 
 def _pull_request(repo: str, payload: dict[str, Any]) -> PullRequest | Ignored:

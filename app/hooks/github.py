@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from app.hooks import payload as p
-from app.hooks.events import Event, Ignored, PullRequest, Push
+from app.hooks.events import Event, Ignored, PullRequest
 
 PROVIDER = "github"
 CREDENTIALS = "the X-Hub-Signature-256 signature is missing or wrong"
@@ -51,25 +51,10 @@ def event(name: str, payload: dict[str, Any]) -> Event:
     if name == "ping":
         return Ignored(repo, "ping")
     if name == "push":
-        return _push(repo, payload)
+        return p.push(repo, payload)
     if name == "pull_request":
         return _pull_request(repo, payload)
     return Ignored(repo, f"event {name!r} is not handled")
-
-
-def _push(repo: str, payload: dict[str, Any]) -> Push:
-    ref = p.ref(payload, "ref")
-    after = p.sha(payload, "after", what="after")
-    head = p.obj(payload, "head_commit")
-    if ref.startswith("refs/tags/") and isinstance(head, dict) and head.get("id"):
-        after = p.sha(head, "id", what="the tag's commit")  # an annotated tag's object is not it
-    return Push(
-        repository=repo, ref=ref, before=p.sha(payload, "before", what="before"), after=after,
-        clone_url=p.text(payload, "repository", "clone_url"),
-        message=p.text(head, "message"), author=p.text(head, "author", "name"),
-        default_branch=(p.text(payload, "repository", "default_branch")
-                        or p.text(payload, "repository", "master_branch") or None),
-    )
 
 
 def _pull_request(repo: str, payload: dict[str, Any]) -> PullRequest | Ignored:

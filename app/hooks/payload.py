@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from app.hooks import HookError
+from app.hooks.events import Push
 
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
@@ -134,3 +135,20 @@ def header(value: str | None, what: str, size: int) -> str:
     if len(value) > size or not _PRINTABLE.match(value):
         raise HookError(400, f"the {what} header is not one a forge sends")
     return value
+
+
+def push(repo: str, data: dict[str, Any]) -> Push:
+    """A push in the shape GitHub, Gitea and Forgejo share (`ref`, `before`, `after`,
+    `head_commit`, `commits`, `repository`)."""
+    ref_name = ref(data, "ref")
+    after = sha(data, "after", what="after")
+    head = obj(data, "head_commit") or (objects(data, "commits") or [{}])[-1]
+    if ref_name.startswith("refs/tags/") and head.get("id"):
+        after = sha(head, "id", what="the tag's commit")  # an annotated tag's object is not it
+    return Push(
+        repository=repo, ref=ref_name, before=sha(data, "before", what="before"), after=after,
+        clone_url=text(data, "repository", "clone_url"),
+        message=text(head, "message"), author=text(head, "author", "name"),
+        default_branch=(text(data, "repository", "default_branch")
+                        or text(data, "repository", "master_branch") or None),
+    )
