@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 import redis
 
+import workers
+from app.context import Context
+from tests.support import conveyor
 from tests.support.fixtures import (  # noqa: F401 - fixtures are found by name
     git_repo_fixture,
     github_forge_fixture,
@@ -39,6 +42,25 @@ def redis_db(redis_url: str) -> Iterator[redis.Redis]:
     yield client
     client.close()
     reset_redis(redis_url)
+
+
+@pytest.fixture
+def worker_context(tmp_path: Path, redis_url: str, redis_db: redis.Redis,
+                   monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Context]]:
+    """Factory: make(config_text, database_url, env=None) sets the process environment a
+    worker would have and returns the (migrated) context its jobs build from it."""
+    def make(config_text: str, database_url: str, env: dict[str, str] | None = None) -> Context:
+        _settings, environ = conveyor.settings(tmp_path, database_url, redis_url, config_text,
+                                               env)
+        for name, value in environ.items():
+            monkeypatch.setenv(name, value)
+        workers.context.cache_clear()  # a job reads the environment, as in a real worker
+        ctx = workers.context()
+        ctx.db.migrate()
+        return ctx
+
+    yield make
+    workers.context.cache_clear()
 
 
 @pytest.fixture

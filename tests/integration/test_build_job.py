@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,12 +12,10 @@ import redis
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-import workers
 from app import pipeline
 from app.context import Context
 from app.models import Build, Deployment, LogLine
 from app.pipeline.builds import find_or_create_build
-from tests.support import conveyor
 from tests.support.gitrepo import GitRepo
 from workers import build
 
@@ -43,22 +41,14 @@ DEFAULT_COMMANDS = ["mkdir -p dist && cp app.txt dist/"]
 
 
 @pytest.fixture
-def make_ctx(tmp_path: Path, database_url: str, redis_url: str, redis_db: redis.Redis,
-             monkeypatch: pytest.MonkeyPatch) -> Iterator:  # type: ignore[type-arg]
+def make_ctx(worker_context: Callable[..., Context],
+             database_url: str) -> Callable[..., Context]:
     def make(commands: list[str] = DEFAULT_COMMANDS, keep: int = 10,
              keep_failed: bool = False) -> Context:
         text = PIPELINE.format(commands=json.dumps(commands), keep=keep,
                                keep_failed=str(keep_failed).lower())
-        _settings, environ = conveyor.settings(tmp_path, database_url, redis_url, text,
-                                               {"STATUS_TOKEN": STATUS_TOKEN})
-        for name, value in environ.items():
-            monkeypatch.setenv(name, value)
-        workers.context.cache_clear()  # the job reads the environment, as in a worker
-        ctx = workers.context()
-        ctx.db.migrate()
-        return ctx
-    yield make
-    workers.context.cache_clear()
+        return worker_context(text, database_url, {"STATUS_TOKEN": STATUS_TOKEN})
+    return make
 
 
 def queue_build(ctx: Context, repo: GitRepo, sha: str) -> int:

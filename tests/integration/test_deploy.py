@@ -11,7 +11,7 @@ import tarfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,11 +19,9 @@ import pytest
 import redis
 from sqlalchemy import select
 
-import workers
 from app import pipeline
 from app.context import Context
 from app.models import Build, Deployment, HostRelease, LogLine, Release
-from tests.support import conveyor
 from tests.support.sshd import SshFleet, SshHost
 from workers import build, deploy, remote, transport
 
@@ -105,9 +103,8 @@ class Stage:
 
 
 @pytest.fixture
-def stage(tmp_path: Path, database_url: str, redis_url: str, redis_db: redis.Redis,
-          ssh_fleet: Callable[[int], SshFleet],
-          monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Stage]]:
+def stage(tmp_path: Path, database_url: str, ssh_fleet: Callable[[int], SshFleet],
+          worker_context: Callable[..., Context]) -> Callable[..., Stage]:
     """Factory: stage(count, settings="...", local=False, timeout="1m") starts `count` sshd
     hosts and configures the environment `staging` over them (plus `local` first)."""
     def make(count: int = 3, settings: str = "", local: bool = False,
@@ -118,16 +115,9 @@ def stage(tmp_path: Path, database_url: str, redis_url: str, redis_db: redis.Red
                                hosts=", ".join(specs), path=fleet.deploy_path, timeout=timeout,
                                settings="".join(f"        {line}\n"
                                                 for line in settings.strip().splitlines()))
-        _settings, environ = conveyor.settings(tmp_path, database_url, redis_url, text)
-        for name, value in environ.items():
-            monkeypatch.setenv(name, value)
-        workers.context.cache_clear()  # the job reads the environment, as in a real worker
-        context = workers.context()
-        context.db.migrate()
-        return Stage(context, fleet, tmp_path)
+        return Stage(worker_context(text, database_url), fleet, tmp_path)
 
-    yield make
-    workers.context.cache_clear()
+    return make
 
 
 def live(fleet: SshFleet) -> list[str | None]:

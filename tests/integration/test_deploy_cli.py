@@ -3,21 +3,18 @@ hosts, a real git repository, Redis and the history database."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import redis
 from rq import Queue
 from rq.serializers import JSONSerializer
 from sqlalchemy import select
 
-import workers
 from app import cli, pipeline
 from app.context import Context
 from app.models import Build, Deployment
-from tests.support import conveyor
 from tests.support.gitrepo import GitRepo
 from tests.support.sshd import SshFleet
 from workers import build, deploy
@@ -59,9 +56,8 @@ class Setup:
 
 
 @pytest.fixture
-def setup(tmp_path: Path, database_url: str, redis_url: str, redis_db: redis.Redis,
-          ssh_fleet: Callable[[int], SshFleet], git_repo: GitRepo,
-          monkeypatch: pytest.MonkeyPatch) -> Iterator[Setup]:
+def setup(tmp_path: Path, database_url: str, ssh_fleet: Callable[[int], SshFleet],
+          git_repo: GitRepo, worker_context: Callable[..., Context]) -> Setup:
     fleet = ssh_fleet(2)
     git_repo.commit({"app.txt": "from git\n"}, message="Add the app")
     known_hosts = tmp_path / "known_hosts"
@@ -69,17 +65,11 @@ def setup(tmp_path: Path, database_url: str, redis_url: str, redis_db: redis.Red
     text = PIPELINE.format(key=fleet.client_key, known_hosts=known_hosts, clone_url=git_repo.url,
                            hosts=", ".join(h.spec for h in fleet.hosts),
                            first=fleet.hosts[0].spec, path=fleet.deploy_path)
-    _settings, environ = conveyor.settings(tmp_path, database_url, redis_url, text)
-    for name, value in environ.items():
-        monkeypatch.setenv(name, value)
-    workers.context.cache_clear()
-    ctx = workers.context()
-    ctx.db.migrate()
+    ctx = worker_context(text, database_url)
     for host in fleet.hosts:
         (host.root / "shared").mkdir()
         (host.root / "shared/.env").write_text("A=1\n")
-    yield Setup(ctx, fleet, git_repo, known_hosts)
-    workers.context.cache_clear()
+    return Setup(ctx, fleet, git_repo, known_hosts)
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,12 +12,11 @@ from flask.testing import FlaskClient
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-import workers
 from app import create_app
 from app.context import Context
 from app.hooks.events import ZERO_SHA
 from app.models import Build, Deployment, LogLine
-from tests.support import conveyor, deliveries
+from tests.support import deliveries
 from tests.support.gitrepo import GitRepo, git
 from workers import build
 from workers.changes import ChangesUnknown, changed_files
@@ -90,16 +89,8 @@ def test_payload_values_never_become_git_options(tmp_path: Path, git_repo: GitRe
 
 
 @pytest.fixture
-def ctx(tmp_path: Path, database_url: str, redis_url: str, redis_db: redis.Redis,
-        monkeypatch: pytest.MonkeyPatch) -> Iterator[Context]:
-    _settings, environ = conveyor.settings(tmp_path, database_url, redis_url, PIPELINE)
-    for name, value in environ.items():
-        monkeypatch.setenv(name, value)
-    workers.context.cache_clear()  # the build job reads the environment, as in a worker
-    context = workers.context()
-    context.db.migrate()
-    yield context
-    workers.context.cache_clear()
+def ctx(worker_context: Callable[..., Context], database_url: str) -> Context:
+    return worker_context(PIPELINE, database_url)
 
 
 @pytest.fixture

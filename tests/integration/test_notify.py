@@ -6,10 +6,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
-import workers
-from tests.support import conveyor
+from app.context import Context
 from tests.support.forge import GitHubForge, GitLabForge
 from workers import notify
 
@@ -28,17 +26,12 @@ projects:
 
 
 @pytest.fixture
-def forge(github_forge: Callable[[str], GitHubForge], tmp_path: Path, redis_url: str,
-          redis_db: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> Iterator[GitHubForge]:
+def forge(github_forge: Callable[[str], GitHubForge],
+          worker_context: Callable[..., Context], tmp_path: Path) -> GitHubForge:
     stand_in = github_forge(TOKEN)
-    _settings, environ = conveyor.settings(
-        tmp_path, f"sqlite:///{tmp_path}/c.db", redis_url,
-        PIPELINE.format(api_url=stand_in.url), {"STATUS_TOKEN": TOKEN})
-    for name, value in environ.items():
-        monkeypatch.setenv(name, value)
-    workers.context.cache_clear()
-    yield stand_in
-    workers.context.cache_clear()
+    worker_context(PIPELINE.format(api_url=stand_in.url), f"sqlite:///{tmp_path}/c.db",
+                   {"STATUS_TOKEN": TOKEN})
+    return stand_in
 
 
 def status(state: str, seq: int) -> dict:
@@ -72,19 +65,13 @@ def test_a_5xx_raises_for_a_retry_and_a_4xx_is_dropped(forge: GitHubForge) -> No
 
 
 @pytest.fixture
-def gitlab(tmp_path: Path, redis_url: str, redis_db: redis.Redis,
-           monkeypatch: pytest.MonkeyPatch) -> Iterator[GitLabForge]:
+def gitlab(worker_context: Callable[..., Context], tmp_path: Path) -> Iterator[GitLabForge]:
     stand_in = GitLabForge(TOKEN)
     text = PIPELINE.format(api_url=stand_in.url).replace("provider: github", "provider: gitlab")
     text = text.replace("repo: acme/shop", "repo: acme/platform/shop")
-    _settings, environ = conveyor.settings(tmp_path, f"sqlite:///{tmp_path}/c.db", redis_url,
-                                           text, {"STATUS_TOKEN": TOKEN})
-    for name, value in environ.items():
-        monkeypatch.setenv(name, value)
-    workers.context.cache_clear()
+    worker_context(text, f"sqlite:///{tmp_path}/c.db", {"STATUS_TOKEN": TOKEN})
     yield stand_in
     stand_in.stop()
-    workers.context.cache_clear()
 
 
 def test_gitlab_gets_its_own_states_by_project_path_and_repeats_are_benign(
@@ -99,18 +86,11 @@ def test_gitlab_gets_its_own_states_by_project_path_and_repeats_are_benign(
 
 
 def test_gitea_takes_githubs_request_with_a_token_header(
-        github_forge: Callable[[str], GitHubForge], tmp_path: Path, redis_url: str,
-        redis_db: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+        github_forge: Callable[[str], GitHubForge], worker_context: Callable[..., Context],
+        tmp_path: Path) -> None:
     stand_in = github_forge(TOKEN)  # Gitea's /api/v1 statuses take GitHub's request
     text = PIPELINE.format(api_url=stand_in.url).replace("provider: github", "provider: gitea")
-    _settings, environ = conveyor.settings(tmp_path, f"sqlite:///{tmp_path}/c.db", redis_url,
-                                           text, {"STATUS_TOKEN": TOKEN})
-    for name, value in environ.items():
-        monkeypatch.setenv(name, value)
-    workers.context.cache_clear()
-    try:
-        notify.send_status(status("succeeded", 1))
-    finally:
-        workers.context.cache_clear()
+    worker_context(text, f"sqlite:///{tmp_path}/c.db", {"STATUS_TOKEN": TOKEN})
+    notify.send_status(status("succeeded", 1))
     assert [s["state"] for s in stand_in.statuses] == ["success"]
     assert stand_in.violations == []
