@@ -10,7 +10,7 @@ from app import config as cfg
 from app.context import Context
 from app.models import Build, Deployment, utcnow
 from app.pipeline.common import insert_once
-from app.pipeline.deployments import Artifact, enqueue_deployment
+from app.pipeline.deployments import Artifact, enqueue_deployment, queue_deployments
 from app.pipeline.report import report_build, report_deployment
 from app.pipeline.rules import artifacts_to_drop, mask, needs_rebuild, settings_hash
 
@@ -62,6 +62,15 @@ def enqueue_build(ctx: Context, build: Build) -> None:
     timeout = ctx.config.projects[build.project].build.timeout + JOB_GRACE
     ctx.jobs.enqueue("builds", "workers.build.run", build.id,
                      job_id=f"build-{build.id}-{build.attempt}", timeout=timeout)
+
+
+def queue_work(ctx: Context, build: Build, deployments: list[Deployment]) -> None:
+    """Queue what waits: the build when it is queued, and each deployment as far as its build
+    allows. Every step has a deterministic job id, so doing it twice queues nothing twice."""
+    if build.state == "queued":
+        report_build(ctx, build)
+        enqueue_build(ctx, build)
+    queue_deployments(ctx, deployments)
 
 
 def start_build(ctx: Context, build_id: int) -> BuildOrder | None:

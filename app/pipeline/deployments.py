@@ -73,18 +73,12 @@ def deploy_by_hand(ctx: Context, project: cfg.Project, env: cfg.Environment, *, 
                    ref: str, repository: str, clone_url: str) -> tuple[Build, Deployment]:
     """Queue a deployment of commit `sha` to `env`, and its build unless one succeeded:
     the build is made once per commit, as for a push."""
-    from app.pipeline.builds import enqueue_build, find_or_create_build  # builds imports us
-    from app.pipeline.report import report_build
+    from app.pipeline.builds import find_or_create_build, queue_work  # builds imports us
 
-    build, new_build = find_or_create_build(ctx, project, sha=sha, ref=ref,
-                                            repository=repository, clone_url=clone_url)
+    build, _new = find_or_create_build(ctx, project, sha=sha, ref=ref,
+                                       repository=repository, clone_url=clone_url)
     deployment = create_manual_deployment(ctx, project, env, build, sha=sha, ref=ref)
-    if build.state == "queued":
-        if new_build:
-            report_build(ctx, build)
-        enqueue_build(ctx, build)
-    report_deployment(ctx, deployment)
-    _follow_build(ctx, deployment.id)
+    queue_work(ctx, build, [deployment])
     return build, deployment
 
 
@@ -106,22 +100,35 @@ def known_clone_url(ctx: Context, project: cfg.Project) -> str | None:
             .limit(1))
 
 
-def _follow_build(ctx: Context, deployment_id: int) -> None:
-    """Enqueue a deployment whose build has succeeded, or fail it with its build. Read after
-    the deployment was stored, so that a build finishing meanwhile is not missed (and
-    enqueueing twice is harmless: the job id is the deployment's)."""
+def queue_deployments(ctx: Context, deployments: list[Deployment]) -> None:
+    """Bring each waiting deployment level with its build and report where it stands."""
+    for deployment in deployments:
+        if deployment.state == "queued":
+            followed = follow_build(ctx, deployment.id)
+            if followed is not None and followed.state == "queued":
+                report_deployment(ctx, followed)
+
+
+def follow_build(ctx: Context, deployment_id: int) -> Deployment | None:
+    """Enqueue a waiting deployment whose build succeeded, or end it as its build ended
+    (`failed`, `skipped`). Read after the deployment was stored, so that a build finishing
+    meanwhile (and sweeping only the deployments it saw) is not missed; enqueueing twice is
+    harmless: the job id is the deployment's."""
     with ctx.db.session() as session:
         deployment = session.get(Deployment, deployment_id)
         if deployment is None or deployment.state != "queued":
-            return
+            return deployment
         state = deployment.build.state
         if state == "failed":
             deployment.state, deployment.finished_at = "failed", utcnow()
             deployment.error = "the build failed; no host was touched"
+        elif state == "skipped":
+            deployment.state, deployment.finished_at = "skipped", utcnow()
     if state == "succeeded":
         enqueue_deployment(ctx, deployment)
-    elif state == "failed":
+    elif state in ("failed", "skipped"):
         report_deployment(ctx, deployment)
+    return deployment
 
 
 def enqueue_deployment(ctx: Context, deployment: Deployment) -> None:

@@ -32,9 +32,8 @@ from app.context import Context
 from app.hooks.events import ZERO_SHA, Event, Ignored, PullRequest, Push
 from app.models import Build, Delivery, Deployment, utcnow
 from app.pipeline import paths
-from app.pipeline.builds import enqueue_build, find_or_create_build
-from app.pipeline.deployments import enqueue_deployment, find_or_create_deployment
-from app.pipeline.report import report_build, report_deployment
+from app.pipeline.builds import find_or_create_build, queue_work
+from app.pipeline.deployments import find_or_create_deployment
 from app.pipeline.rules import (
     changes_question,
     environments_for,
@@ -103,7 +102,7 @@ def dispatch(ctx: Context, build_id: int, deployment_ids: list[int]) -> None:
         deployments = list(session.scalars(select(Deployment).where(
             Deployment.id.in_(deployment_ids)).order_by(Deployment.id)))
     if build is not None:
-        _dispatch(ctx, build, deployments)
+        queue_work(ctx, build, deployments)
 
 
 def refuse(ctx: Context, received: Received, status: int, message: str) -> Answer:
@@ -171,7 +170,7 @@ def _receive_work(ctx: Context, conn: Connection, received: Received, project: c
             "delivery": received.delivery_id, "duplicate": True,
             "builds": twin.get("builds", []), "deployments": twin.get("deployments", [])}))
     build, deployments = _find_or_create(ctx, project, work)
-    _dispatch(ctx, build, deployments)
+    queue_work(ctx, build, deployments)
     return _record_done(conn, received, _queued(received, build.id, [d.id for d in deployments]))
 
 
@@ -199,31 +198,8 @@ def _find_or_create(ctx: Context, project: cfg.Project,
     build, _revived = paths.ask(ctx, project, build, created=new, question=work.question)
     if work.push is None:
         return build, []
-    deployments = [find_or_create_deployment(ctx, project, env, build, work.push)[0]
+    return build, [find_or_create_deployment(ctx, project, env, build, work.push)[0]
                    for env in work.environments]
-    if project.paths:
-        deployments = paths.follow_skip(ctx, build.id, deployments)
-    return build, deployments
-
-
-def _dispatch(ctx: Context, build: Build, deployments: list[Deployment]) -> None:
-    """Queue whatever is waiting: the build, or the deployments of a build that is done.
-
-    Every step is idempotent (jobs and statuses have deterministic ids), so a redelivery
-    after an outage queues exactly what the first attempt did not.
-    """
-    if build.state == "queued":
-        report_build(ctx, build)
-        enqueue_build(ctx, build)
-    if build.state == "running" and any(d.state == "queued" for d in deployments):
-        # It may have finished, and queued its waiting deployments, before these were made.
-        with ctx.db.session() as session:
-            build = session.get(Build, build.id) or build
-    for deployment in deployments:
-        if deployment.state == "queued":
-            report_deployment(ctx, deployment)
-            if build.state == "succeeded":
-                enqueue_deployment(ctx, deployment)
 
 
 # -- claiming the work of a new commit ----------------------------------------------------------

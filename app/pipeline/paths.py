@@ -63,23 +63,6 @@ def ask(ctx: Context, project: cfg.Project, build: Build, *, created: bool,
     return current or build, False
 
 
-def follow_skip(ctx: Context, build_id: int,
-                deployments: list[Deployment]) -> list[Deployment]:
-    """The deployments, those made for a build skipped meanwhile skipped too (else they would
-    wait forever)."""
-    waiting = [d.id for d in deployments if d.state in WAITING]
-    if not waiting:
-        return deployments
-    with ctx.db.session() as session:
-        if session.scalar(select(Build.state).where(Build.id == build_id)) != "skipped":
-            return deployments
-        skipped = {d.id: d for d in _skip_deployments(session, select(Deployment).where(
-            Deployment.id.in_(waiting), Deployment.state.in_(WAITING)))}
-    for deployment in skipped.values():
-        report_deployment(ctx, deployment)
-    return [skipped.get(d.id, d) for d in deployments]
-
-
 def changes_check(ctx: Context, build_id: int) -> ChangesCheck | None:
     """What to compare before building, or None when the build is wanted whatever changed."""
     with ctx.db.session() as session:
