@@ -28,7 +28,7 @@ from redis.lock import Lock
 from app import config as cfg
 from app import pipeline
 from app.context import Context
-from workers import context, remote, transport
+from workers import context, hosts, remote, transport
 from workers.hosts import Look
 
 LOCK_TTL = 60            # a dead worker's lock is free again after this many seconds
@@ -188,10 +188,7 @@ class Deployer:
         self._note(host_run, state="running", step="connect")
         ssh = self.ctx.config.ssh
         with self._timed(host_run, "connect"):
-            host_run.link = transport.connect(
-                transport.HostSpec.parse(host_run.host.spec, host_run.host.host_key),
-                key_path=ssh.key, known_hosts=ssh.known_hosts,
-                connect_timeout=float(ssh.connect_timeout))
+            host_run.link = hosts.connect(ssh, host_run.host)
         self._checkpoint()
         env = self._env(host_run)
         del env["CONVEYOR_PREVIOUS_RELEASE_PATH"]  # prepare.sh sets it from what is live

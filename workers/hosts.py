@@ -72,7 +72,7 @@ def look(ssh: cfg.Ssh, env: cfg.Environment, sha256: str, size: int) -> list[Loo
     """Probe every host of `env`, `parallel` at once, changing nothing."""
     def one(host: cfg.Host) -> Look:
         try:
-            with _connect(ssh, host) as link:
+            with connect(ssh, host) as link:
                 step = remote.probe(env.path, sha256, size, look=True)
                 result = link.run(step, timeout=LOOK_TIMEOUT)
         except transport.TransportError as exc:
@@ -89,7 +89,7 @@ def check(ssh: cfg.Ssh, env: cfg.Environment) -> list[Check]:
     """Connect to every host of `env` (key verified), and report what a deployment lacks."""
     def one(host: cfg.Host) -> Check:
         try:
-            with _connect(ssh, host) as link:
+            with connect(ssh, host) as link:
                 result = link.run(remote.inspect(env.path), timeout=LOOK_TIMEOUT)
         except transport.TransportError as exc:
             return Check(host.spec, env.path, problems=(str(exc),))
@@ -141,7 +141,9 @@ def _judge(host: str, path: str, facts: dict[str, str]) -> Check:
     return Check(host, path, tuple(problems), tuple(notes) if not problems else ())
 
 
-def _connect(ssh: cfg.Ssh, host: cfg.Host) -> transport.Transport:
+def connect(ssh: cfg.Ssh, host: cfg.Host) -> transport.Transport:
+    """The one connection to a configured host, with the pipeline file's key, known_hosts and
+    connect timeout (the deploy job and the `hosts` commands alike)."""
     return transport.connect(transport.HostSpec.parse(host.spec, host.host_key),
                              key_path=ssh.key, known_hosts=ssh.known_hosts,
                              connect_timeout=float(ssh.connect_timeout))

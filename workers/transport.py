@@ -314,7 +314,22 @@ def fingerprint(key_blob: bytes) -> str:
     return f"SHA256:{digest.rstrip('=')}"
 
 
-class SshTransport:
+class _Closing:
+    """`with transport:` closes it at the end."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class SshTransport(_Closing):
     """Steps and uploads over one authenticated paramiko connection.
 
     Each step or upload is one exec channel on the shared connection, wrapped in
@@ -360,14 +375,6 @@ class SshTransport:
     def close(self) -> None:
         """Close the SSH connection."""
         self._ssh.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def _exec(self, what: str, argv: list[str], stdin: Iterable[bytes], timeout: float) -> Result:
         """Run ``argv`` under the host's ``timeout``, feeding it ``stdin``."""
@@ -425,7 +432,7 @@ class SshTransport:
         raise DeadlineExceeded(self.host, message, stdout=_text(stdout), stderr=_text(stderr))
 
 
-class LocalTransport:
+class LocalTransport(_Closing):
     """Steps as ``sh`` subprocesses and uploads as file copies, on this machine.
 
     The subprocess gets a scrubbed environment (:data:`_LOCAL_ENV` only), as a
@@ -478,14 +485,6 @@ class LocalTransport:
 
     def close(self) -> None:
         """Nothing to release."""
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 # --- connecting -------------------------------------------------------------------------
