@@ -162,12 +162,12 @@ class Deployer:
         for batch in pipeline.activation_batches(len(self.runs), self.env.batch):
             if self.lock_lost.is_set():
                 return "error", self._undo() or LOCK_LOST
-            hosts = [self.runs[index] for index in batch]
-            self._each(self._activate, hosts, len(hosts))
+            switching = [self.runs[index] for index in batch]
+            self._each(self._activate, switching, len(switching))
             failed = self._failed()
             if not failed:
                 self._record({r: {"step": "live", "release": self.order.release_id}
-                              for r in hosts})
+                              for r in switching})
             else:
                 undone = self._undo()
                 if undone:
