@@ -411,8 +411,7 @@ class Deployer:
 
     @staticmethod
     def _verdict(failed: list[HostRun]) -> str:
-        """`error` when only the hosts are to blame (unreachable), else `failed`."""
-        return "error" if all(r.unreachable for r in failed) else "failed"
+        return pipeline.failure_state([r.unreachable for r in failed])
 
 
 class _Unrecoverable(Exception):

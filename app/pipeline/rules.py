@@ -145,6 +145,12 @@ def lock_name(project: str, environment: str) -> str:
     return f"conveyor:lock:deploy:{project}:{environment}"
 
 
+def failure_state(hosts_unreachable: list[bool]) -> str:
+    """The state of a deployment some hosts failed: `error` when every failed host was
+    unreachable (Conveyor could not finish; the release is not to blame), else `failed`."""
+    return "error" if all(hosts_unreachable) else "failed"
+
+
 def activation_batches(host_count: int, batch: int) -> list[range]:
     """The hosts (by index) switched together, batch after batch; `batch` 0 = all at once."""
     size = max(host_count, 1) if batch <= 0 else batch

@@ -34,3 +34,9 @@ def test_the_rollback_target_is_the_newest_good_release_before_the_live_one() ->
     assert rules.rollback_target(releases, live=None) == R4
     assert rules.rollback_target(releases, live=R1) is None
     assert rules.rollback_target([], live=R1) is None
+
+
+def test_a_deployment_is_an_error_only_when_every_failed_host_was_unreachable() -> None:
+    assert rules.failure_state([True, True]) == "error"
+    assert rules.failure_state([True, False]) == "failed"
+    assert rules.failure_state([False]) == "failed"
