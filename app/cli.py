@@ -51,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="conveyor", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="conveyor", description=" ".join(__doc__.split()))
     commands = parser.add_subparsers(dest="command", required=True)
 
     check = commands.add_parser("check", help="validate conveyor.yml and print the plan")
@@ -100,11 +100,19 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--count", type=int, default=2)
     up.set_defaults(func=up_command)
 
-    rq_worker = commands.add_parser("rq-worker", help=argparse.SUPPRESS)
+    _add_internal_rq_worker(commands)
+    return parser
+
+
+def _add_internal_rq_worker(commands: argparse._SubParsersAction) -> None:
+    """`rq-worker`, which `conveyor worker` starts: callable, but never shown in the help."""
+    # argparse lists a sub-command given help=SUPPRESS as "==SUPPRESS==": give it no help
+    # at all, and name only the public commands in the usage.
+    commands.metavar = "{" + ",".join(commands.choices) + "}"
+    rq_worker = commands.add_parser("rq-worker")
     rq_worker.add_argument("queues", nargs="+")
     rq_worker.add_argument("--with-scheduler", action="store_true")
     rq_worker.set_defaults(func=rq_worker_command)
-    return parser
 
 
 def check_command(args: argparse.Namespace, settings: Settings) -> int:
