@@ -19,6 +19,7 @@ from app.settings import Settings
 
 if TYPE_CHECKING:
     from app.context import Context
+    from app.db import Database
     from workers.hosts import Scan
 
 QUEUE_ORDER = ("deploys", "builds", "notify")
@@ -241,14 +242,23 @@ def _context(settings: Settings) -> Context:
     from app import context as app_context
 
     ctx = app_context.load(settings)
+    _migrate(ctx.db)
+    return ctx
+
+
+def _migrate(database: Database) -> None:
+    """Bring the schema up to date, or say in one sentence why it cannot be (exit 1)."""
     from sqlalchemy.exc import SQLAlchemyError
 
+    from app.db import SchemaTooNew
+
     try:
-        ctx.db.migrate()
+        database.migrate()
+    except SchemaTooNew as exc:
+        raise CommandError(1, str(exc)) from exc
     except SQLAlchemyError as exc:
-        url = ctx.db.engine.url.render_as_string(hide_password=True)
+        url = database.engine.url.render_as_string(hide_password=True)
         raise CommandError(1, f"cannot use the database {url}: {exc}") from exc
-    return ctx
 
 
 def _environment(config: cfg.Config, project_name: str,
@@ -364,13 +374,20 @@ def _plan(ctx: Context, project: cfg.Project, env: cfg.Environment, sha: str, re
 
 def _prepare(settings: Settings) -> None:
     """Check the pipeline file and bring the database schema up to date."""
-    from app.db import Database
-
     cfg.load(settings.config_path)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _check_schema(settings)
+
+
+def _check_schema(settings: Settings) -> None:
+    """Migrate or check the schema on a connection of our own, closed before any fork."""
+    from app.db import Database
+
     database = Database(settings.database_url)
-    database.migrate()
-    database.dispose()
+    try:
+        _migrate(database)
+    finally:
+        database.dispose()
 
 
 def web_command(args: argparse.Namespace, settings: Settings) -> int:
@@ -415,6 +432,8 @@ def rq_worker_command(args: argparse.Namespace, settings: Settings) -> int:
     from rq import Worker
     from rq.serializers import JSONSerializer
 
+    # Also reads the migration scripts once here, so that each job's fork need not.
+    _check_schema(settings)
     connection = Redis.from_url(settings.redis_url)
     worker = Worker(args.queues, connection=connection, serializer=JSONSerializer)
     worker.work(with_scheduler=args.with_scheduler)

@@ -3,14 +3,44 @@
 from __future__ import annotations
 
 import fcntl
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class SchemaTooNew(Exception):
+    """The database holds a revision this code does not know: a newer Conveyor migrated it."""
+
+    def __init__(self, revisions: tuple[str, ...]) -> None:
+        super().__init__(f"the database schema is newer than this Conveyor (revision"
+                         f" {', '.join(revisions)}); upgrade Conveyor")
+        self.revisions = revisions
+
+
+@dataclass(frozen=True)
+class Revisions:
+    """What this code's migration scripts know: every revision, and the heads."""
+
+    known: frozenset[str]
+    heads: frozenset[str]
+
+
+@cache
+def revisions() -> Revisions:
+    """The migration scripts' revisions, read once per process (they ship with the code)."""
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory(str(MIGRATIONS))
+    return Revisions(known=frozenset(r.revision for r in scripts.walk_revisions()),
+                     heads=frozenset(scripts.get_heads()))
 
 
 class Database:
@@ -20,6 +50,8 @@ class Database:
         self.url = url
         self.engine = _engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._schema_ready = False
+        self._schema_lock = threading.Lock()
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -33,15 +65,31 @@ class Database:
             conn.execute(text("SELECT 1"))
 
     def migrate(self) -> None:
-        """Bring the schema to the newest revision; safe when several processes start at once."""
+        """Make sure the schema is this code's, once per process: migrate it when it is older
+        (under a lock, so processes starting together do not race). Raises SchemaTooNew when
+        a newer Conveyor migrated it, and SQLAlchemy's OperationalError when it is unreachable;
+        either way the next call tries again."""
+        if self._schema_ready:
+            return
+        with self._schema_lock:
+            if not self._schema_ready:
+                self._bring_schema_up()
+                self._schema_ready = True
+
+    def _bring_schema_up(self) -> None:
+        with self.engine.connect() as conn:
+            if _up_to_date(conn):
+                return  # the common start: no lock, no Alembic run
         from alembic import command
         from alembic.config import Config as AlembicConfig
 
         alembic_config = AlembicConfig()
         alembic_config.set_main_option("script_location", str(MIGRATIONS))
         with self._migration_lock() as conn:
-            alembic_config.attributes["connection"] = conn
-            command.upgrade(alembic_config, "heads")
+            # Another process may have migrated while this one waited for the lock.
+            if not _up_to_date(conn):
+                alembic_config.attributes["connection"] = conn
+                command.upgrade(alembic_config, "heads")
 
     @contextmanager
     def _migration_lock(self) -> Iterator:
@@ -58,6 +106,18 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _up_to_date(conn: Connection) -> bool:
+    """Whether the database is at this code's heads; SchemaTooNew when it is past them."""
+    from alembic.runtime.migration import MigrationContext
+
+    current = MigrationContext.configure(conn).get_current_heads()
+    code = revisions()
+    unknown = tuple(sorted(set(current) - code.known))
+    if unknown:
+        raise SchemaTooNew(unknown)
+    return set(current) == code.heads
 
 
 def _engine(url: str) -> Engine:

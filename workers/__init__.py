@@ -10,5 +10,8 @@ from app.context import Context
 
 @cache
 def context() -> Context:
-    """This process's Conveyor context, made on first use (inside the job, after RQ's fork)."""
-    return app_context.load()
+    """This process's Conveyor context, made on first use (inside the job, after RQ's fork),
+    its schema checked (or migrated) as the web process does."""
+    ctx = app_context.load()
+    ctx.db.migrate()
+    return ctx
