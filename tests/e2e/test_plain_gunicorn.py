@@ -5,17 +5,17 @@ database is newer than the code, or Redis or the database cannot be reached."""
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import redis
 import requests
-from sqlalchemy import create_engine, text
 
-from app.db import Database
 from tests.support import conveyor, deliveries
 from tests.support.processes import conveyor_argv, gunicorn_argv, read_logs, running
+from tests.support.schema import FUTURE, NEWER, revisions, stamp_newer
 from tests.support.services import free_port, wait_for_http
 
 CONFIG = """\
@@ -28,9 +28,6 @@ projects:
     environments:
       staging: {branches: [main], hosts: [local], path: /srv/shop}
 """
-FUTURE = "9999_from_a_newer_conveyor"
-NEWER = (f"the database schema is newer than this Conveyor (revision {FUTURE});"
-         " upgrade Conveyor")
 Push = Callable[[str], requests.Response]
 
 
@@ -56,32 +53,30 @@ def readyz(base: str) -> requests.Response:
     return requests.get(f"{base}/readyz", timeout=30)
 
 
+@contextmanager
 def serve(tmp_path: Path, env: dict[str, str], count: int = 1,
-          conveyor_web: bool = False):  # type: ignore[no-untyped-def]
-    """Start `count` plain gunicorns (and a `conveyor web` too) at once; yields their URLs."""
+          conveyor_web: bool = False) -> Iterator[list[str]]:
+    """Start `count` plain gunicorns (and a `conveyor web` too) at once; yield their URLs
+    once each answers /healthz."""
     ports = [free_port() for _ in range(count + conveyor_web)]
     commands = {f"gunicorn-{n}": gunicorn_argv(port) for n, port in enumerate(ports[:count])}
     if conveyor_web:
         commands["conveyor-web"] = conveyor_argv("web", "--bind", f"127.0.0.1:{ports[-1]}")
-    return running(commands, env, tmp_path / "logs"), [f"http://127.0.0.1:{p}" for p in ports]
-
-
-def up(urls: list[str], logs: Path) -> None:
-    """Wait until each web process answers /healthz."""
-    for url in urls:
-        try:
-            wait_for_http(f"{url}/healthz", timeout=90)
-        except TimeoutError as exc:
-            raise AssertionError(read_logs(logs)) from exc
+    urls = [f"http://127.0.0.1:{port}" for port in ports]
+    with running(commands, env, tmp_path / "logs"):
+        for url in urls:
+            try:
+                wait_for_http(f"{url}/healthz", timeout=90)
+            except TimeoutError as exc:
+                raise AssertionError(read_logs(tmp_path / "logs")) from exc
+        yield urls
 
 
 @pytest.mark.timeout(180)
 def test_plain_gunicorn_on_a_new_database_takes_a_push_with_no_worker(
         tmp_path: Path, database_url: str, environment: Callable[..., dict[str, str]],
         redis_db: redis.Redis) -> None:
-    processes, [web] = serve(tmp_path, environment(database_url))
-    with processes:
-        up([web], tmp_path / "logs")
+    with serve(tmp_path, environment(database_url)) as [web]:
         answer = push_to(web)
         assert answer.status_code == 202, (answer.text, read_logs(tmp_path / "logs"))
         assert readyz(web).json() == {"ready": True,
@@ -96,9 +91,7 @@ def test_web_processes_started_at_once_on_one_new_database_all_come_up(
         tmp_path: Path, database_url: str, environment: Callable[..., dict[str, str]],
         with_conveyor_web: bool) -> None:
     count = 1 if with_conveyor_web else 2
-    processes, webs = serve(tmp_path, environment(database_url), count, with_conveyor_web)
-    with processes:
-        up(webs, tmp_path / "logs")
+    with serve(tmp_path, environment(database_url), count, with_conveyor_web) as webs:
         for n, web in enumerate(webs):
             answer = push_to(web, after="ab"[n] * 40)
             assert answer.status_code == 202, (answer.text, read_logs(tmp_path / "logs"))
@@ -110,11 +103,9 @@ def test_web_processes_started_at_once_on_one_new_database_all_come_up(
 @pytest.mark.timeout(180)
 def test_a_database_newer_than_the_code_is_named_by_readyz_webhooks_and_the_worker(
         tmp_path: Path, database_url: str, environment: Callable[..., dict[str, str]]) -> None:
-    _stamp_a_newer_revision(database_url)
+    stamp_newer(database_url)
     env = environment(database_url)
-    processes, [web] = serve(tmp_path, env)
-    with processes:
-        up([web], tmp_path / "logs")
+    with serve(tmp_path, env) as [web]:
         ready = readyz(web)
         assert ready.status_code == 503
         assert ready.json()["checks"] == {"redis": "ok", "database": NEWER}
@@ -124,16 +115,14 @@ def test_a_database_newer_than_the_code_is_named_by_readyz_webhooks_and_the_work
     worker = subprocess.run(conveyor_argv("worker"), env=env, capture_output=True, text=True,
                             timeout=60, check=False)
     assert (worker.returncode, worker.stderr) == (1, NEWER + "\n")
-    assert _revisions(database_url) == {"0005", FUTURE}  # nobody migrated it
+    assert revisions(database_url) == {"0005", FUTURE}  # nobody migrated it
 
 
 @pytest.mark.timeout(180)
 def test_redis_down_readyz_says_redis_and_a_webhook_503_says_redis(
         tmp_path: Path, database_url: str, environment: Callable[..., dict[str, str]]) -> None:
     env = environment(database_url, redis=f"redis://127.0.0.1:{free_port()}/0")
-    processes, [web] = serve(tmp_path, env)
-    with processes:
-        up([web], tmp_path / "logs")
+    with serve(tmp_path, env) as [web]:
         checks = readyz(web).json()["checks"]
         assert checks["redis"].startswith("unreachable") and checks["database"] == "ok"
         answer = push_to(web)
@@ -145,9 +134,7 @@ def test_redis_down_readyz_says_redis_and_a_webhook_503_says_redis(
 def test_database_unreachable_at_start_the_web_still_starts_and_says_so(
         tmp_path: Path, environment: Callable[..., dict[str, str]]) -> None:
     closed = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/conveyor"
-    processes, [web] = serve(tmp_path, environment(closed))
-    with processes:
-        up([web], tmp_path / "logs")
+    with serve(tmp_path, environment(closed)) as [web]:
         ready = readyz(web)
         assert ready.status_code == 503
         assert ready.json()["checks"]["database"] == "unreachable: OperationalError"
@@ -163,29 +150,9 @@ def test_a_database_that_becomes_reachable_is_migrated_on_a_later_request(
     # SQLite cannot open a folder; once the folder is gone it creates the file.
     blocked = tmp_path / "history.db"
     blocked.mkdir()
-    processes, [web] = serve(tmp_path, environment(f"sqlite:///{blocked}"))
-    with processes:
-        up([web], tmp_path / "logs")
+    with serve(tmp_path, environment(f"sqlite:///{blocked}")) as [web]:
         assert readyz(web).json()["checks"]["database"] == "unreachable: OperationalError"
         blocked.rmdir()
         answer = push_to(web)
         assert answer.status_code == 202, (answer.text, read_logs(tmp_path / "logs"))
         assert readyz(web).status_code == 200
-
-
-def _stamp_a_newer_revision(database_url: str) -> None:
-    """A database a newer Conveyor migrated: up to date here, plus a revision we lack."""
-    database = Database(database_url)
-    database.migrate()
-    with database.engine.begin() as conn:
-        conn.execute(text("INSERT INTO alembic_version (version_num) VALUES (:v)"),
-                     {"v": FUTURE})
-    database.dispose()
-
-
-def _revisions(database_url: str) -> set[str]:
-    engine = create_engine(database_url)
-    with engine.connect() as conn:
-        found = set(conn.scalars(text("SELECT version_num FROM alembic_version")))
-    engine.dispose()
-    return found
