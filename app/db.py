@@ -65,7 +65,7 @@ class Database:
             conn.execute(text("SELECT 1"))
 
     def migrate(self) -> None:
-        """Make sure the schema is this code's, once per process: migrate it when it is older
+        """Make sure the schema is this code's, once per Database: migrate it when it is older
         (under a lock, so processes starting together do not race). Raises SchemaTooNew when
         a newer Conveyor migrated it, and SQLAlchemy's OperationalError when it is unreachable;
         either way the next call tries again."""
