@@ -410,10 +410,11 @@ def worker_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _worker_argvs(count: int) -> list[list[str]]:
-    """`count` workers for deploys and builds, and one for notify that also runs the scheduler,
-    so that statuses go out while builds and deploys run."""
+    """`count` workers for deploys and builds, and one for notify, so that statuses go out
+    while builds and deploys run. Each runs RQ's scheduler (one at a time is active per
+    queue): status retries wait on it, and so do deployments waiting for their environment."""
     base = [sys.executable, "-m", "app.cli", "rq-worker"]
-    general = [[*base, *QUEUE_ORDER] for _ in range(max(1, count))]
+    general = [[*base, *QUEUE_ORDER, "--with-scheduler"] for _ in range(max(1, count))]
     return [*general, [*base, "notify", "--with-scheduler"]]
 
 

@@ -65,6 +65,15 @@ class Healthcheck:
     interval: int = 2
     timeout: int = 30
 
+    #: An attempt past its timeout gets TERM, then KILL this many seconds later.
+    KILL_AFTER = 5
+
+    @property
+    def longest(self) -> int:
+        """The longest the check can take on a host: every attempt timed out, and the waits."""
+        attempts = self.retries * (self.timeout + self.KILL_AFTER)
+        return attempts + (self.retries - 1) * self.interval
+
 
 @dataclass(frozen=True)
 class Environment:

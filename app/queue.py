@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from redis import Redis
 from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError
@@ -27,12 +29,16 @@ class Jobs:
                         for name in QUEUES}
 
     def enqueue(self, queue: str, func: str, *args: object, job_id: str, timeout: int,
-                retry: Retry | None = None) -> bool:
-        """Queue `func(*args)` once under `job_id`; False when that job exists already."""
+                retry: Retry | None = None, delay: float = 0) -> bool:
+        """Queue `func(*args)` once under `job_id` (after `delay` seconds, through RQ's
+        scheduler, when given); False when that job exists already."""
+        options = {"args": args, "job_id": job_id, "job_timeout": timeout, "result_ttl": 3600,
+                   "failure_ttl": FAILURE_TTL, "retry": retry, "unique": True}
         try:
-            self._queues[queue].enqueue_call(
-                func, args=args, job_id=job_id, timeout=timeout, result_ttl=3600,
-                failure_ttl=FAILURE_TTL, retry=retry, unique=True)
+            if delay > 0:
+                self._queues[queue].enqueue_in(timedelta(seconds=delay), func, **options)
+            else:
+                self._queues[queue].enqueue(func, **options)
         except DuplicateJobError:
             return False
         return True

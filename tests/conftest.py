@@ -20,6 +20,7 @@ from tests.support.fixtures import (  # noqa: F401 - fixtures are found by name
     ssh_fleet_fixture,
 )
 from tests.support.services import postgres_database, reset_redis
+from tests.support.stage import stage_fixture  # noqa: F401 - found by name
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

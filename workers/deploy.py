@@ -24,6 +24,7 @@ from pathlib import Path
 from redis import Redis
 from redis.exceptions import LockError, RedisError
 from redis.lock import Lock
+from sqlalchemy.exc import DBAPIError
 
 from app import config as cfg
 from app import pipeline
@@ -33,12 +34,14 @@ from workers.hosts import Look
 
 LOCK_TTL = 60            # a dead worker's lock is free again after this many seconds
 LOCK_HEARTBEAT = 15      # the live holder renews it this often
-LOCK_WAIT = 6 * 3600     # a deployment waits this long for the one before it
 LOCK_LOST = "the environment's lock was lost (Redis unreachable?); no host was left switched"
+# After an interruption, the end of a deployment is recorded even through a short database
+# outage: writes are tried again for this long.
+RECORD_PATIENCE = 20.0
 
 
-class LockLost(Exception):
-    """The environment's lock could not be had or was lost: another deployment may run."""
+class LockBusy(Exception):
+    """Another deployment of the environment holds its lock."""
 
 
 class StepFailed(Exception):
@@ -63,6 +66,7 @@ class HostRun:
     uploaded: bool | None = None
     switched: bool = False      # `current` points (or may point) at the new release
     rolled_back: bool = False
+    cut: bool = False           # its connection was closed under a step: connect anew
     error: str | None = None
     unreachable: bool = False   # the host, not the release, is to blame for `error`
     timings: dict[str, float] = field(default_factory=dict)
@@ -70,34 +74,61 @@ class HostRun:
 
 
 def run(deployment_id: int) -> None:
-    """RQ job on the `deploys` queue: one deployment, one at a time per environment."""
+    """RQ job on the `deploys` queue: one deployment, one at a time per environment. A
+    deployment whose environment is busy goes back to the queue instead of holding a worker."""
     ctx = context()
     target = pipeline.deployment_target(ctx, deployment_id)
     if target is None:
         return
-    with environment_lock(ctx.jobs.redis, pipeline.lock_name(*target)) as lock_lost:
-        order = pipeline.start_deployment(ctx, deployment_id)
-        if order is None:
-            return
+    try:
+        with environment_lock(ctx.jobs.redis, pipeline.lock_name(*target)) as lock_lost:
+            _deploy(ctx, deployment_id, lock_lost)
+    except LockBusy:
+        pipeline.wait_for_lock(ctx, deployment_id)
+        return
+    pipeline.queue_next(ctx, *target, after=deployment_id)
+
+
+def _deploy(ctx: Context, deployment_id: int, lock_lost: threading.Event) -> None:
+    order = pipeline.start_deployment(ctx, deployment_id)
+    if order is None:
+        return
+    deployer = Deployer(ctx, order, lock_lost)
+    try:
+        state, error = deployer.deploy()
+    except BaseException as exc:  # the RQ timeout too: recorded, then RQ sees it
+        reason = f"interrupted by {type(exc).__name__}: {exc}"
+        _persist(lambda: pipeline.finish_deployment(
+            ctx, deployment_id, "error", f"{reason}; {deployer.undone or 'nothing switched'}"))
+        raise
+    pipeline.finish_deployment(ctx, deployment_id, state, error)
+
+
+def _persist(write: Callable[[], None], patience: float = RECORD_PATIENCE) -> None:
+    """Run a database write, trying again through an outage of up to `patience` seconds."""
+    deadline = time.monotonic() + patience
+    delay = 0.2
+    while True:
         try:
-            state, error = Deployer(ctx, order, lock_lost).deploy()
-        except Exception as exc:
-            pipeline.finish_deployment(ctx, deployment_id, "error",
-                                       f"internal error: {type(exc).__name__}: {exc}")
-            raise
-        pipeline.finish_deployment(ctx, deployment_id, state, error)
+            write()
+            return
+        except DBAPIError:
+            if time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
 @contextmanager
 def environment_lock(redis: Redis, name: str, *, ttl: float = LOCK_TTL,
                      heartbeat: float = LOCK_HEARTBEAT) -> Iterator[threading.Event]:
-    """Hold the environment's lock (it expires after `ttl` seconds unless renewed, every
-    `heartbeat` seconds, by a thread of its own); the event is set once it may have been
-    lost (taken over, or not renewable for so long that it may have expired)."""
-    lock = redis.lock(name, timeout=ttl, sleep=0.5, blocking_timeout=LOCK_WAIT,
-                      thread_local=False)
-    if not lock.acquire():
-        raise LockLost(f"waited {LOCK_WAIT}s for {name} without getting it")
+    """Hold the environment's lock, or raise LockBusy at once when another holds it. It
+    expires after `ttl` seconds unless renewed, every `heartbeat` seconds, by a thread of its
+    own; the event is set once it may have been lost (taken over, or not renewable for so
+    long that it may have expired)."""
+    lock = redis.lock(name, timeout=ttl, thread_local=False)
+    if not lock.acquire(blocking=False):
+        raise LockBusy(name)
     lost, done = threading.Event(), threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(lock, lost, done, ttl, heartbeat),
                             name="lock-heartbeat", daemon=True)
@@ -138,11 +169,19 @@ class Deployer:
         self.timeout = float(ctx.config.ssh.command_timeout)
         self.stop = threading.Event()  # a host failed to prepare: the others stop early
         self.paths = _Paths(self.env.path, order.release_id)
+        self.commits: dict[str, tuple[str, str]] = {}  # (sha, ref) of the releases put back
+        self.undone: str | None = None  # after an interruption: what was put back, or not
 
     def deploy(self) -> tuple[str, str | None]:
-        """(`succeeded` | `failed` | `error`, what went wrong)."""
+        """(`succeeded` | `failed` | `error`, what went wrong). Whatever interrupts it (a
+        database error, the job's timeout, a bug) first puts every switched host back on its
+        previous release, reconnecting where needed, then goes on up; `undone` says how that
+        went."""
         try:
             return self._phases()
+        except BaseException:
+            self.undone = self._recover()
+            raise
         finally:
             for host_run in self.runs:
                 if host_run.link is not None:
@@ -159,6 +198,10 @@ class Deployer:
             if not failed:
                 return "error", LOCK_LOST
             return self._verdict(failed), _summary("prepare", failed, "no host changed")
+        # Read now: putting hosts back must not need the database.
+        self.commits = pipeline.release_commits(self.ctx, self.order.project.name,
+                                                self.env.name,
+                                                {r.previous for r in self.runs if r.previous})
         for batch in pipeline.activation_batches(len(self.runs), self.env.batch):
             if self.lock_lost.is_set():
                 return "error", self._undo() or LOCK_LOST
@@ -223,6 +266,7 @@ class Deployer:
         self._say(host_run, f"uploaded the artifact, {megabytes:.1f} MB in {seconds:.1f} s")
 
     def _activate(self, host_run: HostRun) -> None:
+        self._checkpoint()
         step = remote.activate(self.env.path, self.order.release_id, self._env(host_run))
         try:
             with self._timed(host_run, "activate"):
@@ -249,29 +293,44 @@ class Deployer:
         except (transport.TransportError, StepFailed) as exc:
             self._say(host_run, f"pruning failed (the release is live all the same): {exc}")
 
+    def _recover(self) -> str:
+        """After an interruption: put back every host that may have switched, remove the new
+        release, record what each host runs if the database lets us; say what was done."""
+        self.stop.set()
+        switched = any(r.switched for r in self.runs)
+        try:
+            stuck = self._put_back()
+        except BaseException as exc:  # never let the cleanup hide what interrupted us
+            return f"putting hosts back failed: {type(exc).__name__}: {exc}"
+        with suppress(Exception):
+            _persist(self._settle)
+        done = "every switched host put back" if switched else "no host was switched"
+        return _stuck_summary(stuck, self.order.release_id) or done
+
     def _undo(self) -> str | None:
         """Put every switched host back, remove the new release everywhere, record each
         host's end; a sentence when some host could not be put back."""
-        switched = [r for r in self.runs if r.switched]
-        commits = pipeline.release_commits(self.ctx, self.order.project.name, self.env.name,
-                                           {r.previous for r in switched if r.previous})
-        self._each(lambda r: self._rollback(r, commits), switched, len(switched))
-        self._each(self._discard, self._reached(), self.env.parallel)
-        stuck = [r for r in switched if not r.rolled_back]
+        stuck = self._put_back()
         self._settle()
-        if not stuck:
-            return None
-        return _summary("rollback", stuck, "these hosts may still run the new release")
+        return _stuck_summary(stuck, self.order.release_id)
 
-    def _rollback(self, host_run: HostRun, commits: dict[str, tuple[str, str]]) -> None:
+    def _put_back(self) -> list[HostRun]:
+        """Roll every switched host back and discard the new release on every host reached
+        (neither needs the database); the hosts that could not be put back."""
+        switched = [r for r in self.runs if r.switched and not r.rolled_back]
+        self._each(self._rollback, switched, len(switched))
+        self._each(self._discard, self._reached(), self.env.parallel)
+        return [r for r in switched if not r.rolled_back]
+
+    def _rollback(self, host_run: HostRun) -> None:
         previous = host_run.previous or None
-        sha, ref = commits.get(host_run.previous, ("", ""))
+        sha, ref = self.commits.get(host_run.previous, ("", ""))
         env = self._env(host_run, release=host_run.previous, previous=self.order.release_id,
                         sha=sha, ref=ref)
         step = remote.rollback(self.env.path, previous, env, hooks=self.env.after_activate)
         try:
             with self._timed(host_run, "rollback"):
-                self._step(host_run, step)
+                self._step_reconnecting(host_run, step)
         except StepFailed as exc:
             if exc.exit_status != remote.EXIT_HOOK:
                 raise _Unrecoverable(str(exc)) from exc
@@ -285,14 +344,40 @@ class Deployer:
         if host_run.link is None or (host_run.switched and not host_run.rolled_back):
             return
         try:
-            self._step(host_run, remote.discard(self.env.path, self.order.release_id))
+            self._step_reconnecting(host_run, remote.discard(self.env.path, self.order.release_id))
         except (transport.TransportError, StepFailed) as exc:
             self._say(host_run, f"could not remove the new release: {exc}")
+
+    def _step_reconnecting(self, host_run: HostRun, step: remote.Step) -> str:
+        """Run a step that putting things back needs (it may run twice): on the host's
+        connection, or on a new one when that one was cut or breaks."""
+        if not host_run.cut:
+            try:
+                return self._step(host_run, step)
+            except transport.DeadlineExceeded:
+                raise
+            except transport.TransportError as exc:
+                self._say(host_run, f"{exc}; connecting again")
+        self._reconnect(host_run)
+        return self._step(host_run, step)
+
+    def _reconnect(self, host_run: HostRun) -> None:
+        if host_run.link is not None:
+            with suppress(Exception):
+                host_run.link.close()
+        host_run.link = None
+        host_run.link = hosts.connect(self.ctx.config.ssh, host_run.host)
+        host_run.cut = False
 
     def _settle(self) -> None:
         """Record every host's end after a failure: what is live there now and why."""
         ends: dict[HostRun, dict[str, object]] = {}
         for host_run in self.runs:
+            if host_run.switched and not host_run.rolled_back:
+                ends[host_run] = {"state": "error", "step": "rollback",
+                                  "release": self.order.release_id, "error": host_run.error,
+                                  "timings": dict(host_run.timings)}
+                continue
             if host_run.error:
                 state = "failed"
             elif host_run.rolled_back:
@@ -312,10 +397,32 @@ class Deployer:
     # -- helpers ------------------------------------------------------------------------------
 
     def _each(self, step: Callable[[HostRun], None], runs: list[HostRun], workers: int) -> None:
+        """Run `step` on each host, `workers` at once. When this thread is interrupted (the
+        job's timeout) or a step raises what `_guarded` does not expect, the connections of
+        the hosts still at work are cut, so that their steps end now, not at their deadline."""
         if not runs:
             return
-        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(runs)))) as pool:
-            list(pool.map(lambda host_run: self._guarded(step, host_run), runs))
+        pool = ThreadPoolExecutor(max_workers=max(1, min(workers, len(runs))))
+        futures = [pool.submit(self._guarded, step, host_run) for host_run in runs]
+        try:
+            for future in futures:
+                future.result()
+        except BaseException:
+            self.stop.set()
+            for host_run, future in zip(runs, futures, strict=True):
+                if not future.done():
+                    self._cut(host_run)
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    @staticmethod
+    def _cut(host_run: HostRun) -> None:
+        link = host_run.link
+        if link is not None and not isinstance(link, transport.LocalTransport):
+            host_run.cut = True
+            with suppress(Exception):
+                link.close()
 
     def _guarded(self, step: Callable[[HostRun], None], host_run: HostRun) -> None:
         try:
@@ -323,17 +430,22 @@ class Deployer:
             return
         except Canceled:  # another host failed: this one is settled with the rest
             return
-        except transport.DeadlineExceeded as exc:
-            host_run.log += _output_lines(exc.stdout, exc.stderr)
-            self._fail(host_run, str(exc))
         except transport.TransportError as exc:
+            if host_run.cut:  # we cut it, to stop: the host itself did not fail
+                return
+            if isinstance(exc, transport.DeadlineExceeded):
+                host_run.log += _output_lines(exc.stdout, exc.stderr)
+            else:
+                host_run.unreachable = True
             self._fail(host_run, str(exc))
-            host_run.unreachable = True
         except (StepFailed, _Unrecoverable, ValueError) as exc:
             # ValueError: a value the step builders refuse to send to a host.
             self._fail(host_run, str(exc))
         self.stop.set()
-        self._note(host_run, state="failed", error=host_run.error)
+        # Bookkeeping only (the end is recorded with the rest): a database outage here must
+        # not stop the other hosts' work, which may be putting them back.
+        with suppress(DBAPIError):
+            self._note(host_run, state="failed", error=host_run.error)
 
     @staticmethod
     def _fail(host_run: HostRun, error: str) -> None:
@@ -386,18 +498,17 @@ class Deployer:
     def _note(self, host_run: HostRun, **fields: object) -> None:
         """Record the host's progress, with the log lines gathered since its last note."""
         lines = [f"[{host_run.host.spec}] {line}" for line in host_run.log]
-        host_run.log = []
         pipeline.update_host(self.ctx, self.order.deployment_id, host_run.host.spec,
                              log=lines, **fields)
+        host_run.log = []  # kept for the next write when this one failed
 
     def _record(self, updates: dict[HostRun, dict[str, object]]) -> None:
         """Record the progress of several hosts (and their log lines) in one write."""
-        lines = []
-        for host_run in updates:
-            lines += [f"[{host_run.host.spec}] {line}" for line in host_run.log]
-            host_run.log = []
+        lines = [f"[{r.host.spec}] {line}" for r in updates for line in r.log]
         pipeline.update_hosts(self.ctx, self.order.deployment_id,
                               {r.host.spec: fields for r, fields in updates.items()}, log=lines)
+        for host_run in updates:
+            host_run.log = []
 
     @staticmethod
     def _say(host_run: HostRun, line: str) -> None:
@@ -440,6 +551,16 @@ def _reason(result: transport.Result) -> str:
         text = " ".join(line.strip() for line in lines[first:first + 6])
         return text.removeprefix("conveyor: ")[:600]
     return lines[-1][:600] if lines else f"exit status {result.exit_status}"
+
+
+def _stuck_summary(stuck: list[HostRun], release_id: str) -> str | None:
+    """Which hosts could not be put back, and on which release each may be left."""
+    if not stuck:
+        return None
+    named = "; ".join(f"{r.host.spec} may still run {release_id} (its previous release"
+                      f" {r.previous or '(none)'} could not be put back: {r.error or 'unknown'})"
+                      for r in stuck)
+    return f"rollback failed: {named}"
 
 
 def _output_lines(stdout: str, stderr: str) -> list[str]:

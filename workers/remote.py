@@ -75,8 +75,6 @@ _ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 _PARAM_NAME = re.compile(r"[a-z_][a-z0-9_]*")
 # A shared entry: relative, normalised, plain characters; a trailing / asks for a folder.
 _SHARED = re.compile(r"(?!\.{1,2}(/|$))[A-Za-z0-9._@+-]+(/(?!\.{1,2}(/|$))[A-Za-z0-9._@+-]+)*/?")
-# Seconds the host's `timeout` waits between TERM and KILL of one health check attempt.
-_HEALTH_KILL_AFTER = 5
 # The same characters deploy_scripts/common.sh accepts in a deploy path.
 _PATH = re.compile(r"/[A-Za-z0-9._/@+-]*")
 # Names whose value would change how the scripts themselves run.
@@ -196,11 +194,8 @@ def inspect(path: str) -> Step:
 
 
 def healthcheck_seconds(healthcheck: Healthcheck | None) -> int:
-    """The longest a health check can take on a host: every attempt timed out, and the waits."""
-    if healthcheck is None:
-        return 0
-    attempts = healthcheck.retries * (healthcheck.timeout + _HEALTH_KILL_AFTER)
-    return attempts + (healthcheck.retries - 1) * healthcheck.interval
+    """The longest a health check can take on a host (0 without one)."""
+    return 0 if healthcheck is None else healthcheck.longest
 
 
 def artifact_path(path: str, sha256: str) -> str:

@@ -24,10 +24,12 @@ from app.pipeline.deployments import (
     known_clone_url,
     last_good_release,
     mark_release_bad,
+    queue_next,
     release_commits,
     start_deployment,
     update_host,
     update_hosts,
+    wait_for_lock,
 )
 from app.pipeline.intake import (
     Answer,
@@ -86,6 +88,7 @@ __all__ = [
     "marks_release_bad",
     "mask",
     "next_release_id",
+    "queue_next",
     "receive",
     "record_attempt",
     "refuse",
@@ -102,4 +105,5 @@ __all__ = [
     "start_deployment",
     "update_host",
     "update_hosts",
+    "wait_for_lock",
 ]

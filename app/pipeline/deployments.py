@@ -3,6 +3,7 @@ what they leave known: each release good or bad, what each host runs."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,9 @@ from app.models import Build, Deployment, DeploymentHost, HostRelease, LogLine, 
 from app.pipeline.common import insert_once
 from app.pipeline.report import report_deployment
 from app.pipeline.rules import (
+    LOCK_RETRY_SECONDS,
+    deployment_deadline,
+    lock_retry_job_id,
     marks_release_bad,
     mask,
     next_release_id,
@@ -25,9 +29,9 @@ from app.pipeline.rules import (
     settings_hash,
 )
 
-# A deployment's RQ job deadline: a backstop far above the deployment's own deadlines
-# (it may wait hours for the environment's lock), never the one that fires first.
-JOB_TIMEOUT = 24 * 3600
+# The RQ job deadline of a deployment whose environment is no longer configured (it ends at
+# once as `error`); a configured one gets `rules.deployment_deadline`.
+UNCONFIGURED_TIMEOUT = 300
 
 
 @dataclass(frozen=True)
@@ -131,9 +135,43 @@ def follow_build(ctx: Context, deployment_id: int) -> Deployment | None:
     return deployment
 
 
-def enqueue_deployment(ctx: Context, deployment: Deployment) -> None:
+def enqueue_deployment(ctx: Context, deployment: Deployment, *, job_id: str | None = None,
+                       delay: float = 0) -> None:
+    """Queue the deploy job of `deployment` (once per job id: by default the deployment's)."""
     ctx.jobs.enqueue("deploys", "workers.deploy.run", deployment.id,
-                     job_id=f"deploy-{deployment.id}", timeout=JOB_TIMEOUT)
+                     job_id=job_id or f"deploy-{deployment.id}", delay=delay,
+                     timeout=_deadline(ctx, deployment.project, deployment.environment))
+
+
+def _deadline(ctx: Context, project_name: str, environment: str) -> int:
+    project = ctx.config.projects.get(project_name)
+    env = project.environments.get(environment) if project else None
+    return deployment_deadline(env, ctx.config.ssh) if env else UNCONFIGURED_TIMEOUT
+
+
+def wait_for_lock(ctx: Context, deployment_id: int) -> None:
+    """A queued deployment found its environment's lock taken: try again a little later,
+    through RQ's scheduler, rather than hold a worker while the other one runs. It stays
+    `queued`; the deployment holding the lock also queues it when it ends (`queue_next`)."""
+    with ctx.db.session() as session:
+        deployment = session.get(Deployment, deployment_id)
+        if deployment is None or deployment.state != "queued":
+            return
+    enqueue_deployment(ctx, deployment, delay=LOCK_RETRY_SECONDS,
+                       job_id=lock_retry_job_id(deployment_id, time.time()))
+
+
+def queue_next(ctx: Context, project: str, environment: str, after: int) -> None:
+    """The deployment `after` ended and freed its environment: queue the oldest deployment
+    waiting there now, so it need not wait for its scheduled retry."""
+    with ctx.db.session() as session:
+        waiting = session.scalar(
+            select(Deployment).join(Build, Deployment.build_id == Build.id)
+            .where(Deployment.project == project, Deployment.environment == environment,
+                   Deployment.state == "queued", Build.state == "succeeded")
+            .order_by(Deployment.id).limit(1))
+    if waiting is not None:
+        enqueue_deployment(ctx, waiting, job_id=f"deploy-{waiting.id}-after-{after}")
 
 
 def deployment_target(ctx: Context, deployment_id: int) -> tuple[str, str] | None:

@@ -145,6 +145,33 @@ def lock_name(project: str, environment: str) -> str:
     return f"conveyor:lock:deploy:{project}:{environment}"
 
 
+# A deployment that finds its environment's lock taken goes back to the queue for this long
+# (RQ's scheduler) instead of holding a worker while it waits.
+LOCK_RETRY_SECONDS = 5
+# Undoing an interrupted activation (reconnect, put back, record) must fit in what RQ allows
+# after a job's timeout before it kills the work horse (60 s).
+UNDO_SECONDS = 45
+
+
+def lock_retry_job_id(deployment_id: int, now: float) -> str:
+    """The job id of a deployment's next try for the lock: one per deployment and retry
+    interval, so workers that find the lock taken at once schedule one retry, not many."""
+    return f"deploy-{deployment_id}-wait-{int(now // LOCK_RETRY_SECONDS)}"
+
+
+def deployment_deadline(env: cfg.Environment, ssh: cfg.Ssh) -> int:
+    """The seconds a deployment to `env` may take before RQ stops its job: every step on every
+    host at its own deadline (prepare rounds of `parallel` hosts: connect, prepare, upload,
+    prepare again; activation batches: switch, after_activate with its health check; prune),
+    plus the time to undo. A backstop that no healthy deployment meets."""
+    hosts, command = len(env.hosts), ssh.command_timeout
+    rounds = -(-hosts // max(env.parallel, 1))
+    prepare = rounds * (ssh.connect_timeout + 3 * command)
+    health = env.healthcheck.longest if env.healthcheck is not None else 0
+    activate = len(activation_batches(hosts, env.batch)) * (2 * command + health)
+    return prepare + activate + rounds * command + UNDO_SECONDS + 60
+
+
 def failure_state(hosts_unreachable: list[bool]) -> str:
     """The state of a deployment some hosts failed: `error` when every failed host was
     unreachable (Conveyor could not finish; the release is not to blame), else `failed`."""

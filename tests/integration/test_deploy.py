@@ -7,144 +7,27 @@ import hashlib
 import io
 import os
 import subprocess
+import sys
 import tarfile
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 import redis
-from sqlalchemy import select
+from rq import Queue, SimpleWorker
+from rq.job import Job
+from rq.serializers import JSONSerializer
 
 from app import pipeline
-from app.context import Context
-from app.models import Build, Deployment, HostRelease, LogLine, Release
-from tests.support.sshd import SshFleet, SshHost
-from workers import build, deploy, remote, transport
+from tests.support.stage import SHA, Stage, known_releases, live, releases, revisions
+from workers import deploy, remote, transport
 
-SHA = "c0ffee" + "0" * 34
-PIPELINE = """\
-ssh: {{key: {key}, known_hosts: {known_hosts}, connect_timeout: 5s, command_timeout: {timeout}}}
-projects:
-  shop:
-    provider: github
-    repo: acme/shop
-    webhook_secret: ${{WEBHOOK_SECRET}}
-    build: {{commands: ["true"], artifact: dist}}
-    environments:
-      staging:
-        branches: [main]
-        hosts: [{hosts}]
-        path: {path}
-        keep_releases: 2
-{settings}
-"""
 # What a hook sees, written where the test can read it back.
 SHOW_ENV = ('printf "%s|%s|%s|%s|%s|%s|%s" "$CONVEYOR_PROJECT" "$CONVEYOR_ENVIRONMENT"'
             ' "$CONVEYOR_SHA" "$CONVEYOR_REF" "$CONVEYOR_RELEASE_ID" "$CONVEYOR_RELEASE_PATH"'
             ' "$CONVEYOR_PREVIOUS_RELEASE_PATH" > hook-env.txt')
-
-
-@dataclass
-class Stage:
-    """A pipeline file over a fleet, the worker's context for it, and deployments to run."""
-
-    ctx: Context
-    fleet: SshFleet
-    tmp_path: Path
-
-    def deployment(self, content: str = "one", build_id: int | None = None,
-                   artifact: pipeline.Artifact | None = None) -> int:
-        """A queued deployment of a succeeded build holding dist/app.txt = content (or of
-        the build `build_id`, to ship an artifact again, or of a given artifact)."""
-        with self.ctx.db.session() as session:
-            if build_id is None:
-                artifact = artifact or self.pack(content)
-                row = Build(project="shop", sha=SHA, ref="refs/heads/main",
-                            repository="acme/shop", clone_url="",
-                            settings_hash=uuid.uuid4().hex, state="succeeded",
-                            artifact_path=artifact.path, artifact_sha256=artifact.sha256,
-                            artifact_size=artifact.size)
-                session.add(row)
-                session.flush()
-                build_id = row.id
-            job = Deployment(project="shop", environment="staging",
-                             trigger=f"test:{uuid.uuid4()}", build_id=build_id, sha=SHA,
-                             ref="refs/heads/main")
-            session.add(job)
-            session.flush()
-            return job.id
-
-    def pack(self, content: str) -> pipeline.Artifact:
-        workspace = self.tmp_path / f"ws-{uuid.uuid4().hex}"
-        (workspace / "dist").mkdir(parents=True)
-        (workspace / "dist/app.txt").write_text(content)
-        return build.pack(workspace, ("dist",), self.tmp_path / "artifacts", {"time": 0})
-
-    def deploy(self, content: str = "one", build_id: int | None = None) -> Deployment:
-        deployment_id = self.deployment(content, build_id)
-        deploy.run(deployment_id)
-        return self.state(deployment_id)
-
-    def state(self, deployment_id: int) -> Deployment:
-        with self.ctx.db.session() as session:
-            found = session.get(Deployment, deployment_id)
-            assert found is not None
-            list(found.hosts)
-            return found
-
-    def log(self, deployment_id: int) -> list[str]:
-        with self.ctx.db.session() as session:
-            return list(session.scalars(select(LogLine.text).where(
-                LogLine.deployment_id == deployment_id).order_by(LogLine.id)))
-
-
-@pytest.fixture
-def stage(tmp_path: Path, database_url: str, ssh_fleet: Callable[[int], SshFleet],
-          worker_context: Callable[..., Context]) -> Callable[..., Stage]:
-    """Factory: stage(count, settings="...", local=False, timeout="1m") starts `count` sshd
-    hosts and configures the environment `staging` over them (plus `local` first)."""
-    def make(count: int = 3, settings: str = "", local: bool = False,
-             timeout: str = "1m") -> Stage:
-        fleet = ssh_fleet(count)
-        specs = ["local"] * local + [h.spec for h in fleet.hosts]
-        text = PIPELINE.format(key=fleet.client_key, known_hosts=fleet.known_hosts,
-                               hosts=", ".join(specs), path=fleet.deploy_path, timeout=timeout,
-                               settings="".join(f"        {line}\n"
-                                                for line in settings.strip().splitlines()))
-        return Stage(worker_context(text, database_url), fleet, tmp_path)
-
-    return make
-
-
-def live(fleet: SshFleet) -> list[str | None]:
-    return [os.readlink(h.root / "current") if (h.root / "current").is_symlink() else None
-            for h in fleet.hosts]
-
-
-def releases(fleet: SshFleet) -> list[list[str]]:
-    return [_releases(h.root) for h in fleet.hosts]
-
-
-def _releases(root: Path) -> list[str]:
-    folder = root / "releases"
-    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
-
-
-def revisions(host: SshHost | Path) -> list[str]:
-    root = host if isinstance(host, Path) else host.root
-    log = root / ".conveyor/revisions.log"
-    return [line.split(" ", 1)[1] for line in log.read_text().splitlines()] \
-        if log.exists() else []
-
-
-def known_releases(ctx: Context) -> tuple[dict[str, Release], dict[str, HostRelease]]:
-    with ctx.db.session() as session:
-        return ({r.release_id: r for r in session.scalars(select(Release))},
-                {h.host: h for h in session.scalars(select(HostRelease))})
 
 
 # --- the happy path ---------------------------------------------------------------------------
@@ -408,23 +291,75 @@ def test_pruning_never_removes_the_live_or_the_previous_release(
     assert [h.previous_release for h in d.hosts] == [c.release_id] * 2
 
 
-def test_two_deployments_to_one_environment_run_one_after_the_other(
-        stage: Callable[..., Stage]) -> None:
-    s = stage(2, settings="hooks: {before_activate: ['sleep 0.3']}")
+def test_a_deployment_that_finds_the_lock_taken_goes_back_to_the_queue_and_runs_next(
+        stage: Callable[..., Stage], redis_db: redis.Redis) -> None:
+    s = stage(2, settings="hooks: {before_activate: ['touch ../../started; sleep 1']}")
     first, second = s.deployment("one"), s.deployment("two")
-    threads = [threading.Thread(target=deploy.run, args=(d,)) for d in (first, second)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    holder = threading.Thread(target=deploy.run, args=(first,))
+    holder.start()
+    s.wait_for(lambda: (s.fleet.hosts[0].root / "started").exists())
 
-    done = sorted((s.state(first), s.state(second)), key=lambda d: d.started_at)
+    deploy.run(second)  # returns at once: no worker waits for another deployment
+
+    assert s.state(second).state == "queued"
+    retry = scheduled_jobs(redis_db)
+    assert [job.args for job in retry] == [[second]]
+    holder.join()
+    assert s.state(first).state == "succeeded"
+    # The deployment that ended queued the one waiting, ahead of its scheduled retry.
+    assert [job.args for job in queued_jobs(redis_db)] == [[second]]
+    run_worker_burst(redis_db)
+
+    done = sorted((s.state(first), s.state(second)), key=lambda d: d.id)
     assert [d.state for d in done] == ["succeeded", "succeeded"]
     assert done[0].finished_at <= done[1].started_at  # type: ignore[operator]
     one, two = done[0].release_id, done[1].release_id
     for host in s.fleet.hosts:
         assert revisions(host) == [f"activate {one} previous=", f"activate {two} previous={one}"]
     assert [h.previous_release for h in done[1].hosts] == [one, one]
+
+
+def test_a_waiting_deployment_runs_by_its_scheduled_retry_when_the_holder_died(
+        stage: Callable[..., Stage], redis_db: redis.Redis, tmp_path: Path) -> None:
+    s = stage(1)
+    waiting = s.deployment("one")
+    lock = pipeline.lock_name("shop", "staging")
+    redis_db.set(lock, "a worker killed with kill -9", px=60_000)  # it never releases it
+
+    deploy.run(waiting)
+    assert s.state(waiting).state == "queued"
+    assert [job.args for job in scheduled_jobs(redis_db)] == [[waiting]]
+    assert queued_jobs(redis_db) == []
+    redis_db.delete(lock)  # what the lock's TTL does a minute after its holder died
+
+    log = tmp_path / "worker.log"
+    with log.open("wb") as out:
+        worker = subprocess.Popen([sys.executable, "-m", "app.cli", "rq-worker", "deploys",
+                                   "--with-scheduler"], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        s.wait_for(lambda: s.state(waiting).state not in ("queued", "running"), timeout=60,
+                   what=lambda: log.read_text(errors="replace"))
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    assert s.state(waiting).state == "succeeded", s.state(waiting).error
+    assert live(s.fleet) == [f"releases/{s.state(waiting).release_id}"]
+
+
+def scheduled_jobs(redis_db: redis.Redis) -> list[Job]:
+    queue = Queue("deploys", connection=redis_db, serializer=JSONSerializer)
+    return [Job.fetch(job_id, connection=redis_db, serializer=JSONSerializer)
+            for job_id in queue.scheduled_job_registry.get_job_ids()]
+
+
+def queued_jobs(redis_db: redis.Redis) -> list[Job]:
+    return Queue("deploys", connection=redis_db, serializer=JSONSerializer).get_jobs()
+
+
+def run_worker_burst(redis_db: redis.Redis) -> None:
+    """Run what is queued on `deploys` in this process, as an RQ worker would."""
+    queue = Queue("deploys", connection=redis_db, serializer=JSONSerializer)
+    SimpleWorker([queue], connection=redis_db, serializer=JSONSerializer).work(burst=True)
 
 
 def test_a_lost_lock_stops_the_deployment_before_anything_switches(

@@ -123,6 +123,15 @@ class SshHost:
             self.process.wait()
         self.process = None
 
+    def drop_connections(self) -> None:
+        """Kill every session (and what it runs) but keep listening: connections dropped as
+        by a network blip; the next connection is accepted."""
+        if self.process is None:
+            return
+        for pid in _descendants(self.process.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
     def regenerate_host_key(self) -> None:
         """Give the host a new host key and restart it: a changed key, as after a reinstall."""
         self.stop()

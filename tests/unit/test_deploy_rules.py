@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from app import config as cfg
 from app.pipeline import rules
 
 R1, R2, R3, R4 = (f"20261128T22150{n}Z-abc1234" for n in range(1, 5))
@@ -40,3 +41,35 @@ def test_a_deployment_is_an_error_only_when_every_failed_host_was_unreachable() 
     assert rules.failure_state([True, True]) == "error"
     assert rules.failure_state([True, False]) == "failed"
     assert rules.failure_state([False]) == "failed"
+
+
+def _environment(hosts: int, **settings: object) -> cfg.Environment:
+    return cfg.Environment(name="staging", branches=("main",), path="/srv/shop",
+                           hosts=tuple(cfg.Host(spec=f"deploy@10.0.0.{n}") for n in range(hosts)),
+                           **settings)  # type: ignore[arg-type]
+
+
+def test_a_deployments_deadline_covers_every_step_at_its_own_deadline_plus_the_undo() -> None:
+    ssh = cfg.Ssh(connect_timeout=10, command_timeout=600)
+    one = rules.deployment_deadline(_environment(1), ssh)
+    # prepare (connect + prepare, upload, prepare), activate (switch + after_activate),
+    # prune, then the undo and RQ's own margin.
+    assert one == (10 + 3 * 600) + (2 * 600) + 600 + rules.UNDO_SECONDS + 60
+    check = cfg.Healthcheck(command="true", retries=3, interval=2, timeout=10)
+    assert rules.deployment_deadline(_environment(1, healthcheck=check), ssh) == \
+        one + check.longest
+    # Hosts beyond `parallel` add prepare rounds; each batch adds an activation.
+    assert rules.deployment_deadline(_environment(4, parallel=2, batch=1), ssh) > \
+        rules.deployment_deadline(_environment(4), ssh)
+
+
+def test_a_health_checks_longest_is_every_attempt_timed_out_and_the_waits() -> None:
+    check = cfg.Healthcheck(command="true", retries=3, interval=2, timeout=10)
+    assert check.longest == 3 * (10 + cfg.Healthcheck.KILL_AFTER) + 2 * 2
+
+
+def test_one_lock_retry_per_deployment_and_interval() -> None:
+    seconds = rules.LOCK_RETRY_SECONDS
+    assert rules.lock_retry_job_id(7, 100 * seconds) == rules.lock_retry_job_id(7, 100.9 * seconds)
+    assert rules.lock_retry_job_id(7, 100 * seconds) != rules.lock_retry_job_id(7, 101 * seconds)
+    assert rules.lock_retry_job_id(7, 0) != rules.lock_retry_job_id(8, 0)
