@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import hmac
+import re
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, abort, jsonify, request
 from sqlalchemy import select
 
+from app import pipeline
+from app.context import Context
 from app.models import Build, Delivery, Deployment, DeploymentHost, LogLine, aware
 from app.web import context
 
 blueprint = Blueprint("api", __name__, url_prefix="/api")
 MAX_LIMIT = 500
+_SHA = re.compile(r"[0-9a-f]{40}")
 
 
 @blueprint.before_request
@@ -60,6 +65,88 @@ def deployment(deployment_id: int):  # type: ignore[no-untyped-def]
 @blueprint.get("/deployments/<int:deployment_id>/log")
 def deployment_log(deployment_id: int):  # type: ignore[no-untyped-def]
     return _log(Deployment, deployment_id, LogLine.deployment_id)
+
+
+@blueprint.post("/deployments/<int:deployment_id>/<any(approve, cancel, retry):action>")
+def act(deployment_id: int, action: str):  # type: ignore[no-untyped-def]
+    """Approve a deployment awaiting approval, cancel one, or retry a failed one."""
+    operation = {"approve": pipeline.approve, "cancel": pipeline.cancel,
+                 "retry": pipeline.retry}[action]
+    return _operate(lambda ctx: operation(ctx, deployment_id, by=_who()))
+
+
+@blueprint.post("/projects/<project>/environments/<environment>/deploy")
+def deploy(project: str, environment: str):  # type: ignore[no-untyped-def]
+    """Deploy a commit by hand: `{"sha"}`, or `{"ref"}` for the commit last pushed to it."""
+    body = _body()
+
+    def start(ctx: Context) -> Deployment:
+        configured = ctx.config.projects.get(project)
+        env = configured.environments.get(environment) if configured else None
+        if configured is None or env is None:
+            raise pipeline.OperationError(404, f"there is no environment {environment!r} in"
+                                               f" project {project!r}")
+        sha, ref = _commit(ctx, project, body)
+        clone_url = pipeline.known_clone_url(ctx, configured) or ""
+        _build, deployment = pipeline.deploy_by_hand(
+            ctx, configured, env, sha=sha, ref=ref, repository=configured.repo,
+            clone_url=clone_url, by=_who())
+        return deployment
+
+    return _operate(start)
+
+
+@blueprint.post("/projects/<project>/environments/<environment>/rollback")
+def rollback(project: str, environment: str):  # type: ignore[no-untyped-def]
+    """Roll back to the last good release before the live one, or to `{"release"}`."""
+    release = _body().get("release")
+    if release is not None and not isinstance(release, str):
+        abort(400, "release must be a release id")
+    return _operate(lambda ctx: pipeline.rollback(ctx, project, environment, by=_who(),
+                                                  release=release))
+
+
+def _operate(operation: Callable[[Context], Deployment]):  # type: ignore[no-untyped-def]
+    ctx = context()
+    try:
+        deployment = operation(ctx)
+    except pipeline.OperationError as exc:
+        return jsonify(error=exc.message, detail=None), exc.status
+    with ctx.db.session() as session:
+        found = session.get(Deployment, deployment.id)
+        return jsonify(_deployment(found, hosts=True)), 202
+
+
+def _commit(ctx: Context, project: str, body: dict[str, Any]) -> tuple[str, str]:
+    """(sha, ref) of a manual deploy: the sha given, or the commit last pushed to the ref."""
+    sha, ref = body.get("sha"), body.get("ref")
+    if sha is not None:
+        if not isinstance(sha, str) or not _SHA.fullmatch(sha):
+            abort(400, "sha must be a full 40-character commit id")
+        return sha, ref if isinstance(ref, str) else ""
+    if not isinstance(ref, str) or not ref:
+        abort(400, 'send {"sha": "<commit id>"} or {"ref": "<branch, tag or full ref>"}')
+    refs = [ref] if ref.startswith("refs/") else [f"refs/heads/{ref}", f"refs/tags/{ref}"]
+    with ctx.db.session() as session:
+        found = session.execute(select(Build.sha, Build.ref).where(
+            Build.project == project, Build.ref.in_(refs)).order_by(Build.id.desc())
+            .limit(1)).first()
+    if found is None:
+        raise pipeline.OperationError(404, f"no push of {ref!r} has reached Conveyor; give"
+                                           " the commit's sha")
+    return found.sha, found.ref
+
+
+def _body() -> dict[str, Any]:
+    body = request.get_json(silent=True) if request.content_length else {}
+    if not isinstance(body, dict):
+        abort(400, "the body must be a JSON object")
+    return body
+
+
+def _who() -> str:
+    """Who acts: the name of the token that signed in (the single API token is `admin`)."""
+    return "admin"
 
 
 @blueprint.get("/builds/<int:build_id>")
@@ -109,8 +196,10 @@ def _build(b: Build) -> dict[str, Any]:
 
 def _deployment(d: Deployment, *, hosts: bool = False) -> dict[str, Any]:
     data = {"id": d.id, "project": d.project, "environment": d.environment, "sha": d.sha,
-            "ref": d.ref, "state": d.state, "build": d.build_id, "release": d.release_id,
-            "error": d.error, "created_at": _time(d.created_at),
+            "ref": d.ref, "state": d.state, "kind": d.kind, "build": d.build_id,
+            "release": d.release_id, "error": d.error, "source": d.source_id,
+            "requested_by": d.requested_by, "approved_by": d.approved_by,
+            "approved_at": _time(d.approved_at), "created_at": _time(d.created_at),
             "started_at": _time(d.started_at), "finished_at": _time(d.finished_at)}
     if hosts:
         data["hosts"] = [_host(h) for h in d.hosts]

@@ -20,6 +20,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 PROVIDERS = ("github", "gitlab", "gitea")
 PULL_REQUESTS = ("off", "build", "build_forks")
+APPROVALS = ("auto", "manual")  # continuous deployment, continuous delivery
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _DURATION = re.compile(r"^(\d+)\s*(s|m|h)?$")
 _UNITS = {None: 1, "s": 1, "m": 60, "h": 3600}
@@ -89,6 +90,8 @@ class Environment:
     before_activate: tuple[str, ...] = ()
     after_activate: tuple[str, ...] = ()
     healthcheck: Healthcheck | None = None
+    promote_from: str | None = None      # takes only artifacts that succeeded there
+    approval: str = "auto"               # manual: a person approves each deployment
 
 
 @dataclass(frozen=True)
@@ -184,6 +187,15 @@ def parse(text: str, path: Path, environ: Mapping[str, str]) -> Config:
     if reader.problems or config is None:
         raise ConfigError(reader.problems or [f"{path}: the file is empty"])
     return config
+
+
+def _key_node(node: Node | None, key: str) -> Node | None:
+    """The value node of `key` in a mapping node (for a problem's line), else the node."""
+    if isinstance(node, MappingNode):
+        for key_node, value_node in node.value:
+            if key_node.value == key:
+                return value_node
+    return node
 
 
 def parse_duration(value: str | int) -> int | None:
@@ -377,6 +389,7 @@ class _Reader:
                 env = self.environment(env_name, env_node, f"{path}.environments.{env_name}")
                 if env:
                     environments[env_name] = env
+            self.promotions(nodes["environments"], environments, f"{path}.environments")
         if len(self.problems) > before or not (provider and repo and secret and build):
             return None
         return Project(name=name, provider=provider, repo=repo, webhook_secret=secret,
@@ -428,12 +441,16 @@ class _Reader:
     def environment(self, name: str, node: Node, path: str) -> Environment | None:
         keys = {"branches": False, "tags": False, "hosts": True, "path": True,
                 "keep_releases": False, "parallel": False, "batch": False, "shared": False,
-                "hooks": False, "healthcheck": False}
+                "hooks": False, "healthcheck": False, "promote_from": False, "approval": False}
         nodes = self.mapping(node, path, keys)
         branches = self.optional(nodes, "branches", path, self.strings, ())
         tags = self.optional(nodes, "tags", path, self.strings, ())
-        if "branches" not in nodes and "tags" not in nodes:
-            self.problem(node, f"{path}.branches", "is required (or tags): what deploys here?")
+        promote_from = self.optional(nodes, "promote_from", path, self.string, None)
+        approval = self.optional(nodes, "approval", path,
+                                 lambda n, p: self.choice(n, p, APPROVALS), "auto")
+        if "branches" not in nodes and "tags" not in nodes and promote_from is None:
+            self.problem(node, f"{path}.branches",
+                         "is required (or tags, or promote_from): what deploys here?")
         hosts = self.hosts(nodes["hosts"], f"{path}.hosts") if "hosts" in nodes else ()
         target = self.optional(nodes, "path", path, self.string, None)
         if target is not None and not target.startswith("/"):
@@ -458,12 +475,36 @@ class _Reader:
         after = self.optional(hooks, "after_activate", f"{path}.hooks", self.strings, ())
         healthcheck = (self.healthcheck(nodes["healthcheck"], f"{path}.healthcheck")
                        if "healthcheck" in nodes else None)
-        if not ((branches or tags) and hosts and target):
+        if not ((branches or tags or promote_from) and hosts and target):
             return None
         return Environment(name=name, branches=branches, hosts=hosts, path=target.rstrip("/"),
                            keep_releases=keep, parallel=parallel, tags=tags, batch=batch,
                            shared=shared, before_activate=before, after_activate=after,
-                           healthcheck=healthcheck)
+                           healthcheck=healthcheck, promote_from=promote_from,
+                           approval=approval)
+
+    def promotions(self, node: Node, environments: Mapping[str, Environment],
+                   path: str) -> None:
+        """Each `promote_from` names another environment of the project, and no chain of
+        them comes back to where it started."""
+        lines = {str(key.value): value for key, value in getattr(node, "value", [])}
+        for name, env in environments.items():
+            source, seen = env.promote_from, {name}
+            if source is None:
+                continue
+            here = f"{path}.{name}.promote_from"
+            at = _key_node(lines.get(name), "promote_from")
+            if source not in environments:
+                known = ", ".join(sorted(set(environments) - {name})) or "none"
+                self.problem(at, here, f"names no environment of this project: {source!r}"
+                                       f" (environments: {known})")
+                continue
+            while source is not None:
+                if source in seen:
+                    self.problem(at, here, "promotions go round in a circle")
+                    break
+                seen.add(source)
+                source = environments[source].promote_from if source in environments else None
 
     def healthcheck(self, node: Node, path: str) -> Healthcheck | None:
         keys = {"command": True, "retries": False, "interval": False, "timeout": False}

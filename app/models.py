@@ -100,8 +100,10 @@ class Deployment(Base):
 
     __tablename__ = "deployments"
     # A push (trigger "push:<ref>:<sha>") makes one deployment per environment, however often
-    # it is delivered.
-    __table_args__ = (UniqueConstraint("project", "environment", "trigger"),)
+    # it is delivered; a promotion ("promote:<source id>") one per source deployment.
+    __table_args__ = (UniqueConstraint("project", "environment", "trigger"),
+                      Index("ix_deployments_environment_state", "project", "environment",
+                            "state"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     project: Mapped[str] = mapped_column(String(200))
@@ -116,6 +118,18 @@ class Deployment(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # deploy (a push or by hand), promotion, rollback or retry (SPEC §7).
+    kind: Mapped[str] = mapped_column(String(20), default="deploy", server_default="deploy")
+    # The deployment this one was promoted from, or retries.
+    source_id: Mapped[int | None]
+    # A rollback's release to put back, and the release it replaces (marked bad once done).
+    target_release: Mapped[str | None] = mapped_column(String(100))
+    replaces_release: Mapped[str | None] = mapped_column(String(100))
+    # A retry's hosts: those that did not reach the release; None = every host.
+    hosts_only: Mapped[list[str] | None] = mapped_column(JSON)
+    requested_by: Mapped[str | None] = mapped_column(String(200))  # by hand: who
+    approved_by: Mapped[str | None] = mapped_column(String(200))
+    approved_at: Mapped[datetime | None]
 
     build: Mapped[Build] = relationship(back_populates="deployments")
     hosts: Mapped[list[DeploymentHost]] = relationship(

@@ -169,12 +169,17 @@ def git(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) 
     return result.stdout
 
 
+def mirror_path(data_dir: Path, project: str) -> Path:
+    """Where this machine keeps the project's bare mirror."""
+    return data_dir / "mirrors" / f"{project}.git"
+
+
 def update_mirror(data_dir: Path, project: str, clone_url: str,
                   say: Callable[[str], None], *, sha: str | None = None,
                   ssh: Ssh | None = None) -> Path:
     """The project's bare mirror, holding `sha` (or every branch and tag when no sha is
     given); one build at a time touches it. Only what is missing is fetched."""
-    mirror = data_dir / "mirrors" / f"{project}.git"
+    mirror = mirror_path(data_dir, project)
     mirror.parent.mkdir(parents=True, exist_ok=True)
     env = git_env(ssh, origin=clone_url)
     with _file_lock(mirror.with_suffix(".lock")):

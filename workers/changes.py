@@ -1,4 +1,5 @@
-"""What a push changed, from the git mirror: for `paths:` (app/pipeline/paths.py decides).
+"""What a push changed, and which commits descend from which, from the git mirror: for
+`paths:` (app/pipeline/paths.py decides) and for forward-only deployments (rules.choose).
 
 The payload's commit list is no answer (GitHub cuts it at 2048 commits, GitLab at 20): the
 diff between the push's before and after in the mirror is. Git runs with argument lists,
@@ -84,6 +85,25 @@ def _mirror_lock(mirror: Path) -> Iterator[None]:
     with open(mirror.with_suffix(".lock"), "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield
+
+
+def ancestry(mirror: Path, shas: list[str]) -> set[tuple[str, str]]:
+    """Which of these commits descend from which, as far as the mirror knows: the pairs
+    (a, b) where a is an ancestor of b. A commit the mirror lacks is in no pair."""
+    known = [sha for sha in shas if (mirror / "HEAD").exists() and _is_commit(mirror, sha)]
+    pairs = set()
+    for a in known:
+        for b in known:
+            if a != b and _is_ancestor(mirror, a, b):
+                pairs.add((a, b))
+    return pairs
+
+
+def _is_ancestor(mirror: Path, a: str, b: str) -> bool:
+    result = subprocess.run(["git", "merge-base", "--is-ancestor", "--end-of-options", a, b],
+                            cwd=mirror, env=git_env(), capture_output=True,
+                            timeout=GIT_TIMEOUT, check=False)
+    return result.returncode == 0
 
 
 def _is_commit(mirror: Path, sha: str) -> bool:

@@ -29,7 +29,7 @@ from sqlalchemy.exc import DBAPIError
 from app import config as cfg
 from app import pipeline
 from app.context import Context
-from workers import context, hosts, remote, transport
+from workers import build, changes, context, hosts, remote, transport
 from workers.hosts import Look
 
 LOCK_TTL = 60            # a dead worker's lock is free again after this many seconds
@@ -53,7 +53,12 @@ class StepFailed(Exception):
 
 
 class Canceled(Exception):
-    """This host's work stopped because another host failed or the lock was lost."""
+    """This host's work stopped because another host failed, the lock was lost or someone
+    canceled the deployment."""
+
+
+class ArtifactGone(Exception):
+    """A host needs the artifact and this machine no longer has it."""
 
 
 @dataclass(eq=False)  # each run is itself: compared and hashed by identity
@@ -82,11 +87,25 @@ def run(deployment_id: int) -> None:
         return
     try:
         with environment_lock(ctx.jobs.redis, pipeline.lock_name(*target)) as lock_lost:
-            _deploy(ctx, deployment_id, lock_lost)
+            chosen = _take_turn(ctx, *target)
+            if chosen is not None:
+                _deploy(ctx, chosen, lock_lost)
     except LockBusy:
         pipeline.wait_for_lock(ctx, deployment_id)
         return
     pipeline.queue_next(ctx, *target, after=deployment_id)
+
+
+def _take_turn(ctx: Context, project: str, environment: str) -> int | None:
+    """The environment is ours: which of the deployments waiting there runs now. What the
+    pipeline cannot know itself is which commits descend from which: the mirror says."""
+    found = pipeline.waiting(ctx, project, environment)
+    if not found.candidates:
+        return None
+    shas = {c.sha for c in found.candidates} | ({found.live_sha} if found.live_sha else set())
+    mirror = build.mirror_path(ctx.settings.data_dir, project)
+    ancestors = changes.ancestry(mirror, sorted(shas)) if len(shas) > 1 else set()
+    return pipeline.take_turn(ctx, project, environment, found, ancestors)
 
 
 def _deploy(ctx: Context, deployment_id: int, lock_lost: threading.Event) -> None:
@@ -165,12 +184,14 @@ class Deployer:
                  lock_lost: threading.Event) -> None:
         self.ctx, self.order, self.lock_lost = ctx, order, lock_lost
         self.env = order.environment
-        self.runs = [HostRun(host) for host in self.env.hosts]
+        self.runs = [HostRun(host) for host in order.hosts or self.env.hosts]
         self.timeout = float(ctx.config.ssh.command_timeout)
         self.stop = threading.Event()  # a host failed to prepare: the others stop early
         self.paths = _Paths(self.env.path, order.release_id)
         self.commits: dict[str, tuple[str, str]] = {}  # (sha, ref) of the releases put back
         self.undone: str | None = None  # after an interruption: what was put back, or not
+        self.canceled_by: str | None = None
+        self.preparing = True
 
     def deploy(self) -> tuple[str, str | None]:
         """(`succeeded` | `failed` | `error`, what went wrong). Whatever interrupts it (a
@@ -188,16 +209,26 @@ class Deployer:
                     host_run.link.close()
 
     def _phases(self) -> tuple[str, str | None]:
-        if not Path(self.order.artifact.path).is_file():
+        artifact = Path(self.order.artifact.path)
+        if not self.order.existing_release and not artifact.is_file():
             return "error", f"the artifact {self.order.artifact.path} is gone; build again"
         self._each(self._prepare, self.runs, self.env.parallel)
         failed = self._failed()
-        if failed or self.lock_lost.is_set():
-            self._each(self._discard, self._reached(), self.env.parallel)
-            self._settle()
-            if not failed:
+        if failed or self.lock_lost.is_set() or self._canceled():
+            # A host that could not be reached is not the release's fault: the others keep
+            # what they prepared (not live), so that a retry does only what is left.
+            keep = bool(failed) and self._verdict(failed) == "error"
+            if not keep:
+                self._each(self._discard, self._reached(), self.env.parallel)
+            self._settle(kept=keep)
+            if failed:
+                return self._verdict(failed), _summary(
+                    "prepare", failed, "no host changed" + ("; the prepared hosts keep the"
+                                                            " release for a retry" if keep else ""))
+            if self.lock_lost.is_set():
                 return "error", LOCK_LOST
-            return self._verdict(failed), _summary("prepare", failed, "no host changed")
+            return "canceled", f"canceled by {self.canceled_by}; no host changed"
+        self.preparing = False
         # Read now: putting hosts back must not need the database.
         self.commits = pipeline.release_commits(self.ctx, self.order.project.name,
                                                 self.env.name,
@@ -205,6 +236,10 @@ class Deployer:
         for batch in pipeline.activation_batches(len(self.runs), self.env.batch):
             if self.lock_lost.is_set():
                 return "error", self._undo() or LOCK_LOST
+            if self._canceled():
+                undone = self._undo()
+                return ("error", undone) if undone else (
+                    "canceled", f"canceled by {self.canceled_by}; every switched host put back")
             switching = [self.runs[index] for index in batch]
             self._each(self._activate, switching, len(switching))
             failed = self._failed()
@@ -243,11 +278,15 @@ class Deployer:
                 stdout = self._step(host_run, step, quiet=(remote.EXIT_NO_ARTIFACT,))
         except StepFailed as exc:
             host_run.previous = remote.parse_prepare(exc.stdout).previous or ""
-            if exc.exit_status not in (remote.EXIT_NO_ARTIFACT, remote.EXIT_CORRUPT):
+            if exc.exit_status == remote.EXIT_RELEASE_EXISTS and self.order.existing_release:
+                stdout = exc.stdout  # a rollback's release, or what a retry prepared before
+                self._say(host_run, f"releases/{self.order.release_id} is there already")
+            elif exc.exit_status not in (remote.EXIT_NO_ARTIFACT, remote.EXIT_CORRUPT):
                 raise
-            self._upload(host_run)
-            with self._timed(host_run, "prepare"):
-                stdout = self._step(host_run, step)
+            else:
+                self._upload(host_run)
+                with self._timed(host_run, "prepare"):
+                    stdout = self._step(host_run, step)
         host_run.previous = remote.parse_prepare(stdout).previous or ""
         self._note(host_run, state="prepared", step="prepared", uploaded=host_run.uploaded,
                    previous_release=host_run.previous or None)
@@ -256,6 +295,9 @@ class Deployer:
         assert host_run.link is not None
         self._checkpoint()
         artifact = self.order.artifact
+        if not Path(artifact.path).is_file():
+            raise ArtifactGone(f"{host_run.host.spec} lacks releases/{self.order.release_id}"
+                               f" and its artifact {artifact.path} is gone from this machine")
         self._note(host_run, step="upload", uploaded=True,
                    previous_release=host_run.previous or None)
         host_run.uploaded = True
@@ -343,6 +385,8 @@ class Deployer:
     def _discard(self, host_run: HostRun) -> None:
         if host_run.link is None or (host_run.switched and not host_run.rolled_back):
             return
+        if self.order.keep_release:  # a rollback's release is an old, good one: never removed
+            return
         try:
             self._step_reconnecting(host_run, remote.discard(self.env.path, self.order.release_id))
         except (transport.TransportError, StepFailed) as exc:
@@ -369,8 +413,9 @@ class Deployer:
         host_run.link = hosts.connect(self.ctx.config.ssh, host_run.host)
         host_run.cut = False
 
-    def _settle(self) -> None:
-        """Record every host's end after a failure: what is live there now and why."""
+    def _settle(self, *, kept: bool = False) -> None:
+        """Record every host's end after a failure: what is live there now and why (`kept`:
+        the hosts that prepared keep the new release)."""
         ends: dict[HostRun, dict[str, object]] = {}
         for host_run in self.runs:
             if host_run.switched and not host_run.rolled_back:
@@ -390,7 +435,7 @@ class Deployer:
             if known:
                 fields["release"] = fields["previous_release"] = release
             if state == "canceled" and host_run.link is not None:
-                fields["step"] = "discarded"
+                fields["step"] = "prepared" if kept else "discarded"
             ends[host_run] = fields
         self._record(ends)
 
@@ -438,10 +483,13 @@ class Deployer:
             else:
                 host_run.unreachable = True
             self._fail(host_run, str(exc))
-        except (StepFailed, _Unrecoverable, ValueError) as exc:
+        except (StepFailed, _Unrecoverable, ArtifactGone, ValueError) as exc:
             # ValueError: a value the step builders refuse to send to a host.
             self._fail(host_run, str(exc))
-        self.stop.set()
+        # A host that cannot be reached while preparing does not stop the others: what they
+        # prepare is kept (not live) for a retry. Any other failure stops every host early.
+        if not (host_run.unreachable and self.preparing):
+            self.stop.set()
         # Bookkeeping only (the end is recorded with the rest): a database outage here must
         # not stop the other hosts' work, which may be putting them back.
         with suppress(DBAPIError):
@@ -453,8 +501,14 @@ class Deployer:
         host_run.error = f"{host_run.error}; then {error}" if host_run.error else error
 
     def _checkpoint(self) -> None:
-        if self.stop.is_set() or self.lock_lost.is_set():
+        if self.stop.is_set() or self.lock_lost.is_set() or self._canceled():
             raise Canceled
+
+    def _canceled(self) -> bool:
+        """Whether someone asked to cancel the deployment (asked once, remembered)."""
+        if self.canceled_by is None:
+            self.canceled_by = pipeline.cancel_requested(self.ctx, self.order.deployment_id)
+        return self.canceled_by is not None
 
     def _step(self, host_run: HostRun, step: remote.Step, timeout: float | None = None, *,
               quiet: tuple[int, ...] = ()) -> str:

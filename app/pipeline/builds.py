@@ -8,11 +8,13 @@ from sqlalchemy import select
 
 from app import config as cfg
 from app.context import Context
-from app.models import Build, Deployment, utcnow
+from app.models import Build, Deployment
 from app.pipeline.common import insert_once
-from app.pipeline.deployments import Artifact, enqueue_deployment, queue_deployments
+from app.pipeline.deployments import Artifact
+from app.pipeline.order import advance
 from app.pipeline.report import report_build, report_deployment
-from app.pipeline.rules import artifacts_to_drop, mask, needs_rebuild, settings_hash
+from app.pipeline.rules import artifacts_to_drop, needs_rebuild, settings_hash
+from app.pipeline.states import changes
 
 # The RQ job deadline is a backstop above our own deadlines, never the one that fires first.
 JOB_GRACE = 300
@@ -70,51 +72,44 @@ def queue_work(ctx: Context, build: Build, deployments: list[Deployment]) -> Non
     if build.state == "queued":
         report_build(ctx, build)
         enqueue_build(ctx, build)
-    queue_deployments(ctx, deployments)
+    waiting = [d.id for d in deployments if d.state == "queued"]
+    advance(ctx, waiting)
+    with ctx.db.session() as session:  # the pending statuses of those still waiting
+        for deployment in session.scalars(select(Deployment).where(
+                Deployment.id.in_(waiting), Deployment.state == "queued")):
+            report_deployment(ctx, deployment)
 
 
 def start_build(ctx: Context, build_id: int) -> BuildOrder | None:
     """Mark a queued build running and say what to build; None when it is not queued."""
-    with ctx.db.session() as session:
-        build = session.get(Build, build_id, with_for_update=True)
+    with changes(ctx) as change:
+        build = change.session.get(Build, build_id, with_for_update=True)
         if build is None or build.state != "queued":
             return None
         project = ctx.config.projects.get(build.project)
         if project is None:
-            build.state, build.error = "failed", "the project is no longer configured"
+            change.move(build, "failed", error="the project is no longer configured")
             return None
-        build.state, build.started_at = "running", utcnow()
-        order = BuildOrder(build.id, project, build.sha, build.ref, build.clone_url)
-    report_build(ctx, build)
-    return order
+        change.move(build, "running")
+        return BuildOrder(build.id, project, build.sha, build.ref, build.clone_url)
 
 
 def finish_build(ctx: Context, build_id: int, *, artifact: Artifact | None = None,
                  error: str | None = None) -> None:
-    """Record a build's end; start the deployments waiting for it, or fail them."""
-    with ctx.db.session() as session:
-        build = session.get(Build, build_id)
+    """Record a build's end; move on the deployments waiting for it."""
+    with changes(ctx) as change:
+        build = change.session.get(Build, build_id, with_for_update=True)
         if build is None or build.state != "running":
             return
-        build.finished_at = utcnow()
         if artifact is not None:
-            build.state = "succeeded"
+            change.move(build, "succeeded")
             build.artifact_path, build.artifact_sha256 = artifact.path, artifact.sha256
             build.artifact_size = artifact.size
         else:
-            build.state, build.error = "failed", mask(error or "failed", ctx.secrets())
-        waiting = list(session.scalars(select(Deployment).where(
+            change.move(build, "failed", error=error or "failed")
+        waiting = list(change.session.scalars(select(Deployment.id).where(
             Deployment.build_id == build_id, Deployment.state == "queued")))
-        if build.state == "failed":
-            for deployment in waiting:
-                deployment.state, deployment.finished_at = "failed", utcnow()
-                deployment.error = "the build failed; no host was touched"
-    report_build(ctx, build)
-    for deployment in waiting:
-        if build.state == "succeeded":
-            enqueue_deployment(ctx, deployment)
-        else:
-            report_deployment(ctx, deployment)
+    advance(ctx, waiting)
 
 
 def release_artifacts(ctx: Context, project_name: str) -> list[str]:

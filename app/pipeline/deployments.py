@@ -3,7 +3,6 @@ what they leave known: each release good or bad, what each host runs."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -17,21 +16,14 @@ from app.context import Context
 from app.hooks.events import Push
 from app.models import Build, Deployment, DeploymentHost, HostRelease, LogLine, Release, utcnow
 from app.pipeline.common import insert_once
-from app.pipeline.report import report_deployment
 from app.pipeline.rules import (
-    LOCK_RETRY_SECONDS,
-    deployment_deadline,
-    lock_retry_job_id,
     marks_release_bad,
     mask,
     next_release_id,
     rollback_target,
     settings_hash,
 )
-
-# The RQ job deadline of a deployment whose environment is no longer configured (it ends at
-# once as `error`); a configured one gets `rules.deployment_deadline`.
-UNCONFIGURED_TIMEOUT = 300
+from app.pipeline.states import changes
 
 
 @dataclass(frozen=True)
@@ -52,6 +44,11 @@ class DeploymentOrder:
     ref: str
     release_id: str
     artifact: Artifact
+    hosts: tuple[cfg.Host, ...] = ()   # the hosts worked on: every host, or a retry's
+    # A rollback's release exists on the hosts already (and a retry's may): prepare takes the
+    # folder it finds, and a failure never removes a rollback's.
+    existing_release: bool = False
+    keep_release: bool = False
 
 
 def find_or_create_deployment(ctx: Context, project: cfg.Project, env: cfg.Environment,
@@ -63,27 +60,15 @@ def find_or_create_deployment(ctx: Context, project: cfg.Project, env: cfg.Envir
 
 
 def create_manual_deployment(ctx: Context, project: cfg.Project, env: cfg.Environment,
-                             build: Build, *, sha: str, ref: str) -> Deployment:
+                             build: Build, *, sha: str, ref: str,
+                             by: str | None = None) -> Deployment:
     """A new deployment asked for by hand (`conveyor deploy`): never merged with another."""
     deployment = Deployment(project=project.name, environment=env.name,
                             trigger=f"manual:{uuid.uuid4().hex}", build_id=build.id,
-                            sha=sha, ref=ref)
+                            sha=sha, ref=ref, requested_by=by)
     with ctx.db.session() as session:
         session.add(deployment)
     return deployment
-
-
-def deploy_by_hand(ctx: Context, project: cfg.Project, env: cfg.Environment, *, sha: str,
-                   ref: str, repository: str, clone_url: str) -> tuple[Build, Deployment]:
-    """Queue a deployment of commit `sha` to `env`, and its build unless one succeeded:
-    the build is made once per commit, as for a push."""
-    from app.pipeline.builds import find_or_create_build, queue_work  # builds imports us
-
-    build, _new = find_or_create_build(ctx, project, sha=sha, ref=ref,
-                                       repository=repository, clone_url=clone_url)
-    deployment = create_manual_deployment(ctx, project, env, build, sha=sha, ref=ref)
-    queue_work(ctx, build, [deployment])
-    return build, deployment
 
 
 def find_build(ctx: Context, project: cfg.Project, sha: str) -> Build | None:
@@ -104,76 +89,6 @@ def known_clone_url(ctx: Context, project: cfg.Project) -> str | None:
             .limit(1))
 
 
-def queue_deployments(ctx: Context, deployments: list[Deployment]) -> None:
-    """Bring each waiting deployment level with its build and report where it stands."""
-    for deployment in deployments:
-        if deployment.state == "queued":
-            followed = follow_build(ctx, deployment.id)
-            if followed is not None and followed.state == "queued":
-                report_deployment(ctx, followed)
-
-
-def follow_build(ctx: Context, deployment_id: int) -> Deployment | None:
-    """Enqueue a waiting deployment whose build succeeded, or end it as its build ended
-    (`failed`, `skipped`). Read after the deployment was stored, so that a build finishing
-    meanwhile (and sweeping only the deployments it saw) is not missed; enqueueing twice is
-    harmless: the job id is the deployment's."""
-    with ctx.db.session() as session:
-        deployment = session.get(Deployment, deployment_id)
-        if deployment is None or deployment.state != "queued":
-            return deployment
-        state = deployment.build.state
-        if state == "failed":
-            deployment.state, deployment.finished_at = "failed", utcnow()
-            deployment.error = "the build failed; no host was touched"
-        elif state == "skipped":
-            deployment.state, deployment.finished_at = "skipped", utcnow()
-    if state == "succeeded":
-        enqueue_deployment(ctx, deployment)
-    elif state in ("failed", "skipped"):
-        report_deployment(ctx, deployment)
-    return deployment
-
-
-def enqueue_deployment(ctx: Context, deployment: Deployment, *, job_id: str | None = None,
-                       delay: float = 0) -> None:
-    """Queue the deploy job of `deployment` (once per job id: by default the deployment's)."""
-    ctx.jobs.enqueue("deploys", "workers.deploy.run", deployment.id,
-                     job_id=job_id or f"deploy-{deployment.id}", delay=delay,
-                     timeout=_deadline(ctx, deployment.project, deployment.environment))
-
-
-def _deadline(ctx: Context, project_name: str, environment: str) -> int:
-    project = ctx.config.projects.get(project_name)
-    env = project.environments.get(environment) if project else None
-    return deployment_deadline(env, ctx.config.ssh) if env else UNCONFIGURED_TIMEOUT
-
-
-def wait_for_lock(ctx: Context, deployment_id: int) -> None:
-    """A queued deployment found its environment's lock taken: try again a little later,
-    through RQ's scheduler, rather than hold a worker while the other one runs. It stays
-    `queued`; the deployment holding the lock also queues it when it ends (`queue_next`)."""
-    with ctx.db.session() as session:
-        deployment = session.get(Deployment, deployment_id)
-        if deployment is None or deployment.state != "queued":
-            return
-    enqueue_deployment(ctx, deployment, delay=LOCK_RETRY_SECONDS,
-                       job_id=lock_retry_job_id(deployment_id, time.time()))
-
-
-def queue_next(ctx: Context, project: str, environment: str, after: int) -> None:
-    """The deployment `after` ended and freed its environment: queue the oldest deployment
-    waiting there now, so it need not wait for its scheduled retry."""
-    with ctx.db.session() as session:
-        waiting = session.scalar(
-            select(Deployment).join(Build, Deployment.build_id == Build.id)
-            .where(Deployment.project == project, Deployment.environment == environment,
-                   Deployment.state == "queued", Build.state == "succeeded")
-            .order_by(Deployment.id).limit(1))
-    if waiting is not None:
-        enqueue_deployment(ctx, waiting, job_id=f"deploy-{waiting.id}-after-{after}")
-
-
 def deployment_target(ctx: Context, deployment_id: int) -> tuple[str, str] | None:
     """(project, environment) of a deployment that is still to run, else None."""
     with ctx.db.session() as session:
@@ -185,32 +100,36 @@ def deployment_target(ctx: Context, deployment_id: int) -> tuple[str, str] | Non
 
 def start_deployment(ctx: Context, deployment_id: int) -> DeploymentOrder | None:
     """Mark a queued deployment running and say what to do; None when it is not queued."""
-    with ctx.db.session() as session:
+    with changes(ctx) as change:
+        session = change.session
         deployment = session.get(Deployment, deployment_id, with_for_update=True)
         if deployment is None or deployment.state != "queued":
             return None
         project = ctx.config.projects.get(deployment.project)
         env = project.environments.get(deployment.environment) if project else None
         build = deployment.build
-        order = None
         if project is None or env is None or build.state != "succeeded":
-            deployment.state, deployment.finished_at = "error", utcnow()
-            deployment.error = "the environment is no longer configured or has no artifact"
-        else:
-            deployment.state, deployment.started_at = "running", utcnow()
+            change.move(deployment, "error",
+                        error="the environment is no longer configured or has no artifact")
+            return None
+        change.move(deployment, "running")
+        if not deployment.release_id:
             latest = session.scalar(select(func.max(Deployment.release_id)).where(
                 Deployment.project == deployment.project,
                 Deployment.environment == deployment.environment))
-            deployment.release_id = next_release_id(deployment.started_at, deployment.sha, latest)
-            for host in env.hosts:
-                session.add(DeploymentHost(deployment_id=deployment.id, host=host.spec))
-            order = DeploymentOrder(
-                deployment.id, project, env, deployment.sha, deployment.ref,
-                deployment.release_id,
-                Artifact(build.artifact_path or "", build.artifact_sha256 or "",
-                         build.artifact_size or 0))
-    report_deployment(ctx, deployment)
-    return order
+            deployment.release_id = next_release_id(deployment.started_at, deployment.sha,
+                                                    latest)
+        only = set(deployment.hosts_only or ())
+        hosts = tuple(h for h in env.hosts if not only or h.spec in only)
+        for host in hosts:
+            session.add(DeploymentHost(deployment_id=deployment.id, host=host.spec))
+        return DeploymentOrder(
+            deployment.id, project, env, deployment.sha, deployment.ref,
+            deployment.release_id,
+            Artifact(build.artifact_path or "", build.artifact_sha256 or "",
+                     build.artifact_size or 0),
+            hosts=hosts, existing_release=deployment.kind in ("rollback", "retry"),
+            keep_release=deployment.kind == "rollback")
 
 
 def update_host(ctx: Context, deployment_id: int, host: str, *, log: Sequence[str] = (),
@@ -249,20 +168,24 @@ def _apply(row: DeploymentHost, fields: dict[str, Any], secrets: tuple[str, ...]
         setattr(row, name, value)
 
 
-def finish_deployment(ctx: Context, deployment_id: int, state: str,
-                      error: str | None = None) -> None:
-    """Record the end of a running deployment (`succeeded`, `failed` or `error`), what each
-    host runs now, and whether the release is good or bad."""
-    with ctx.db.session() as session:
-        deployment = session.get(Deployment, deployment_id)
+def record_end(ctx: Context, deployment_id: int, state: str,
+               error: str | None = None) -> Deployment | None:
+    """Record the end of a running deployment, what each host runs now, and whether the
+    release is good or bad (a rollback that succeeded marks the release it replaced bad);
+    the deployment, or None when it was not running."""
+    with changes(ctx) as change:
+        deployment = change.session.get(Deployment, deployment_id, with_for_update=True)
         if deployment is None or deployment.state != "running":
-            return
-        deployment.state, deployment.finished_at = state, utcnow()
-        deployment.error = mask(error, ctx.secrets()) if error else None
+            return None
+        change.move(deployment, state, error=error)
         if deployment.release_id:
-            _record_release(session, deployment)
-            _record_hosts(session, deployment)
-    report_deployment(ctx, deployment)
+            _record_release(change.session, deployment)
+            _record_hosts(change.session, deployment)
+        if state == "succeeded" and deployment.kind == "rollback" and deployment.replaces_release:
+            _mark_bad(change.session, deployment.project, deployment.environment,
+                      deployment.replaces_release,
+                      f"rolled back to {deployment.release_id} by deployment {deployment.id}")
+    return deployment
 
 
 def _record_release(session: Session, deployment: Deployment) -> None:
@@ -274,8 +197,9 @@ def _record_release(session: Session, deployment: Deployment) -> None:
                           release_id=deployment.release_id, deployment_id=deployment.id,
                           build_id=deployment.build_id, sha=deployment.sha, ref=deployment.ref)
         session.add(release)
-    if deployment.state == "succeeded":
+    if deployment.state == "succeeded":  # live everywhere: good (a retry clears its mark)
         release.live_at = deployment.finished_at
+        release.bad, release.bad_reason, release.marked_bad_at = False, None, None
     elif marks_release_bad(deployment.state):
         release.bad, release.marked_bad_at = True, deployment.finished_at
         release.bad_reason = deployment.error
@@ -301,11 +225,15 @@ def mark_release_bad(ctx: Context, project: str, environment: str, release_id: s
                      reason: str) -> None:
     """Mark a release bad (e.g. rolled back by hand): never again a rollback target."""
     with ctx.db.session() as session:
-        release = session.scalar(select(Release).filter_by(
-            project=project, environment=environment, release_id=release_id))
-        if release is not None and not release.bad:
-            release.bad, release.marked_bad_at = True, utcnow()
-            release.bad_reason = mask(reason, ctx.secrets())
+        _mark_bad(session, project, environment, release_id, mask(reason, ctx.secrets()))
+
+
+def _mark_bad(session: Session, project: str, environment: str, release_id: str,
+              reason: str) -> None:
+    release = session.scalar(select(Release).filter_by(
+        project=project, environment=environment, release_id=release_id))
+    if release is not None and not release.bad:
+        release.bad, release.marked_bad_at, release.bad_reason = True, utcnow(), reason
 
 
 def release_commits(ctx: Context, project: str, environment: str,

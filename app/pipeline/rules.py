@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
 
@@ -216,9 +217,75 @@ def deployment_description(deployment: Deployment) -> str:
             "failed": f"Deploy to {env} failed: {deployment.error or 'see the log'}",
             "error": f"Deploy to {env} could not finish: {deployment.error or 'see the log'}",
             "skipped": f"Not deployed to {env}: {UNCHANGED}",
+            "awaiting_approval": f"Awaiting approval to deploy to {env}",
+            "superseded": f"Not deployed to {env}: {deployment.error or 'superseded'}",
+            "canceled": f"Deploy to {env} canceled: {deployment.error or 'canceled'}",
             }.get(deployment.state, f"{deployment.state}")
 
 
 def _duration(start: datetime, end: datetime) -> str:
     seconds = max(0, round((aware(end) - aware(start)).total_seconds()))
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+# -- the pipeline's order (SPEC §7) -------------------------------------------------------------
+
+#: What a deployment was made by: a push and a promotion move an environment forward on their
+#: own; a manual deploy, a rollback and a retry are explicit and may go back.
+AUTOMATIC_KINDS = frozenset({"deploy:push", "promotion"})
+
+
+def promotion_targets(project: cfg.Project, source: str) -> list[cfg.Environment]:
+    """The environments that take what succeeds on `source` (their `promote_from`)."""
+    return [env for env in project.environments.values() if env.promote_from == source]
+
+
+def gate(env: cfg.Environment, *, source_succeeded: bool, approved: bool) -> str:
+    """Where a deployment whose build succeeded stands: `wait` for its source environment
+    (`promote_from`) to succeed with the same build, `awaiting_approval` (`approval: manual`),
+    or `go`."""
+    if env.promote_from is not None and not source_succeeded:
+        return "wait"
+    if env.approval == "manual" and not approved:
+        return "awaiting_approval"
+    return "go"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A deployment ready to run on an environment: id, commit, and whether a push or a
+    promotion made it (it only moves forward) or a person (it may go back)."""
+
+    id: int
+    sha: str
+    automatic: bool
+
+
+def choose(candidates: list[Candidate], live_sha: str | None,
+           ancestors: set[tuple[str, str]]) -> tuple[int | None, list[int]]:
+    """Which waiting deployment runs next, and which are superseded. Forward only: an
+    automatic one whose commit is live, or an ancestor of what is live, is superseded. Of the
+    rest the newest runs, except that an automatic one gives way to an automatic one whose
+    commit descends from its own (a late, out-of-order delivery). `ancestors` holds
+    (a, b) where commit a is an ancestor of commit b."""
+    behind = {c.id for c in candidates if c.automatic and live_sha is not None
+              and (c.sha == live_sha or (c.sha, live_sha) in ancestors)}
+    left = sorted((c for c in candidates if c.id not in behind), key=lambda c: -c.id)
+    if not left:
+        return None, sorted(behind)
+    winner = left[0]
+    moved = True
+    while moved and winner.automatic:
+        moved = False
+        for other in left:
+            if other.automatic and other is not winner and (winner.sha, other.sha) in ancestors:
+                winner, moved = other, True
+                break
+    return winner.id, sorted(c.id for c in candidates if c.id != winner.id)
+
+
+def deployment_kind(kind: str, trigger: str) -> str:
+    """`deploy:push` or `deploy:manual` for a deployment of kind `deploy`, else the kind."""
+    if kind != "deploy":
+        return kind
+    return "deploy:push" if trigger.startswith("push:") else "deploy:manual"

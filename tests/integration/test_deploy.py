@@ -294,10 +294,11 @@ def test_pruning_never_removes_the_live_or_the_previous_release(
 def test_a_deployment_that_finds_the_lock_taken_goes_back_to_the_queue_and_runs_next(
         stage: Callable[..., Stage], redis_db: redis.Redis) -> None:
     s = stage(2, settings="hooks: {before_activate: ['touch ../../started; sleep 1']}")
-    first, second = s.deployment("one"), s.deployment("two")
+    first = s.deployment("one")
     holder = threading.Thread(target=deploy.run, args=(first,))
     holder.start()
     s.wait_for(lambda: (s.fleet.hosts[0].root / "started").exists())
+    second = s.deployment("two")
 
     deploy.run(second)  # returns at once: no worker waits for another deployment
 

@@ -74,8 +74,8 @@ def test_a_misspelled_key_names_file_line_and_key_path() -> None:
     found = problems(GOOD.replace("keep_releases: 3", "keep_release: 3"))
     assert found == [
         "conveyor.yml:30: projects.shop.environments.staging.keep_release: unknown key "
-        "'keep_release'; allowed here: batch, branches, healthcheck, hooks, hosts, keep_releases, "
-        "parallel, path, shared, tags"]
+        "'keep_release'; allowed here: approval, batch, branches, healthcheck, hooks, hosts, "
+        "keep_releases, parallel, path, promote_from, shared, tags"]
 
 
 def test_a_missing_variable_is_named() -> None:
