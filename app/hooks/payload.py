@@ -21,6 +21,9 @@ MAX_REF = 400
 MAX_NAME = 400
 MAX_DELIVERY_ID = 200
 MAX_EVENT = 100
+MAX_DEPTH = 64  # no forge's payload nests deeper (SPEC §4)
+# Where json.loads can make a lone surrogate: a \uD800-\uDFFF escape (pairs are joined).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def mimetype(content_type: str | None) -> str:
@@ -35,24 +38,74 @@ def read(content_type: str | None, body: bytes, allowed: tuple[str, ...],
     if kind not in allowed:
         sent = f"{kind!r}" if kind else "no content type"
         raise HookError(415, f"{forge} sends {' or '.join(allowed)}, not {sent}")
-    text = _form_payload(body) if kind == FORM else body
-    try:
-        payload = json.loads(text)
-    except (ValueError, UnicodeDecodeError):
-        raise HookError(400, "the body is not valid JSON") from None
+    text = _utf8(body)
+    payload = _json(_form_payload(text) if kind == FORM else text)
     if not isinstance(payload, dict):
         raise HookError(400, "the payload must be a JSON object")
+    if not _nested_within(payload, MAX_DEPTH):
+        raise HookError(400, f"the payload is nested deeper than {MAX_DEPTH} levels")
     return payload
 
 
-def _form_payload(body: bytes) -> bytes:
+def _utf8(body: bytes) -> str:
+    # Strictly: json.loads would take UTF-16 and UTF-8-encoded surrogates, which forges never
+    # send and which could not be stored or logged later.
     try:
-        values = parse_qs(body.decode("utf-8"), strict_parsing=False).get("payload")
-    except (UnicodeDecodeError, ValueError):
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise HookError(400, "the body is not valid UTF-8") from None
+
+
+def _json(text: str) -> Any:
+    """The JSON value of `text`; 400 for anything a forge's JSON encoder never writes."""
+    try:
+        value = json.loads(text, parse_constant=_no_constant)
+    except RecursionError:  # the C reader's own depth limit, far past MAX_DEPTH
+        raise HookError(400, f"the payload is nested deeper than {MAX_DEPTH} levels") from None
+    except ValueError:  # also an integer past Python's digit limit
+        raise HookError(400, "the body is not valid JSON") from None
+    if _SURROGATE_ESCAPE.search(text) and not _encodable(value):
+        raise HookError(400, "the payload has text with a lone UTF-16 surrogate (\\ud800)")
+    return value
+
+
+def _no_constant(literal: str) -> Any:
+    raise ValueError(f"{literal} is not JSON")
+
+
+def _encodable(value: Any) -> bool:
+    """Whether every string in `value` can be written as UTF-8 (no lone surrogates), which
+    the database, the log and Redis need; checked whole, in C, only when an escape hints."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _nested_within(value: Any, limit: int) -> bool:
+    """Whether no path into `value` goes through more than `limit` arrays and objects;
+    level by level, without recursion, so that any depth can be measured."""
+    level = [value] if isinstance(value, (dict, list)) else []
+    for _depth in range(limit):
+        if not level:
+            return True
+        below: list[Any] = []
+        for container in level:
+            items = container.values() if isinstance(container, dict) else container
+            below.extend(item for item in items if isinstance(item, (dict, list)))
+        level = below
+    return not level
+
+
+def _form_payload(body: str) -> str:
+    try:
+        values = parse_qs(body, strict_parsing=False).get("payload")
+    except ValueError:
         values = None
     if not values:
         raise HookError(400, "a form-encoded delivery must carry a payload= field")
-    return values[0].encode()
+    return values[0]
 
 
 def hmac_sha256(secret: str, body: bytes) -> str:
