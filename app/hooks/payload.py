@@ -14,13 +14,16 @@ from app.hooks.events import Push
 
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
-_SHA = re.compile(r"^[0-9a-f]{40}$")
+# Both are matched whole (fullmatch): `^...$` would let a final newline through.
+_SHA = re.compile(r"[0-9a-f]{40}")
 # What fits the history's columns and can be shown and logged as it is.
-_PRINTABLE = re.compile(r"^[^\x00-\x1f\x7f]+$")
+_PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]+")
 MAX_REF = 400
 MAX_NAME = 400
 MAX_DELIVERY_ID = 200
 MAX_EVENT = 100
+MAX_URL = 2000
+MAX_NUMBER = 2**31 - 1  # the forges' pull request numbers are 32-bit
 MAX_DEPTH = 64  # no forge's payload nests deeper (SPEC §4)
 # Where json.loads can make a lone surrogate: a \uD800-\uDFFF escape (pairs are joined).
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
@@ -152,7 +155,21 @@ def name(data: Any, *path: str, what: str) -> str:
     value = field(data, *path)
     if not isinstance(value, str) or not value:
         raise HookError(400, f"the payload has no {what} ({'.'.join(path)})")
-    if len(value) > MAX_NAME or not _PRINTABLE.match(value):
+    return _usable(value, what, MAX_NAME)
+
+
+def optional_name(data: Any, *path: str, what: str, size: int = MAX_NAME) -> str:
+    """A name or URL the forge may leave out (clone URL, default branch): "" when it is
+    missing or not text; text that is there is stored and handed to git, so it is checked
+    like a required name."""
+    value = field(data, *path)
+    if not isinstance(value, str) or not value:
+        return ""
+    return _usable(value, what, size)
+
+
+def _usable(value: str, what: str, size: int) -> str:
+    if len(value) > size or not _PRINTABLE.fullmatch(value):
         raise HookError(400, f"the payload's {what} is not a name Conveyor can use")
     return value
 
@@ -160,7 +177,7 @@ def name(data: Any, *path: str, what: str) -> str:
 def sha(data: Any, *path: str, what: str) -> str:
     """A required commit id: 40 lowercase hexadecimal characters."""
     value = field(data, *path)
-    if not isinstance(value, str) or not _SHA.match(value):
+    if not isinstance(value, str) or not _SHA.fullmatch(value):
         raise HookError(400, f"{what} ({'.'.join(path)}) must be a 40-character commit id")
     return value
 
@@ -176,7 +193,7 @@ def ref(data: Any, *path: str) -> str:
 def number(data: Any, *path: str, what: str) -> int:
     """A required positive whole number (a pull request's number)."""
     value = field(data, *path)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_NUMBER:
         raise HookError(400, f"the payload has no {what} ({'.'.join(path)})")
     return value
 
@@ -185,7 +202,7 @@ def header(value: str | None, what: str, size: int) -> str:
     """A required header naming the delivery or its event: printable, of sensible length."""
     if not value:
         raise HookError(400, f"the {what} header is missing")
-    if len(value) > size or not _PRINTABLE.match(value):
+    if len(value) > size or not _PRINTABLE.fullmatch(value):
         raise HookError(400, f"the {what} header is not one a forge sends")
     return value
 
@@ -200,8 +217,18 @@ def push(repo: str, data: dict[str, Any]) -> Push:
         after = sha(head, "id", what="the tag's commit")  # an annotated tag's object is not it
     return Push(
         repository=repo, ref=ref_name, before=sha(data, "before", what="before"), after=after,
-        clone_url=text(data, "repository", "clone_url"),
+        clone_url=clone_url(data, "repository", "clone_url"),
         message=text(head, "message"), author=text(head, "author", "name"),
-        default_branch=(text(data, "repository", "default_branch")
-                        or text(data, "repository", "master_branch") or None),
+        default_branch=default_branch(data, "repository", "default_branch")
+        or default_branch(data, "repository", "master_branch") or None,
     )
+
+
+def clone_url(data: Any, *path: str) -> str:
+    """The repository's clone URL, "" when the payload has none."""
+    return optional_name(data, *path, what="clone URL", size=MAX_URL)
+
+
+def default_branch(data: Any, *path: str) -> str:
+    """The repository's default branch, "" when the payload has none."""
+    return optional_name(data, *path, what="default branch")
