@@ -18,6 +18,7 @@ from app.context import Context
 from tests.support.conveyor import SECRET
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
+FORM_TYPE = "application/x-www-form-urlencoded"
 
 
 def fixture_bytes(name: str) -> bytes:
