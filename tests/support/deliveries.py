@@ -94,6 +94,11 @@ def form(payload: bytes) -> bytes:
     return urlencode({"payload": payload.decode()}).encode()
 
 
+def form_bytes(payload: bytes) -> bytes:
+    """A form body of `payload=` carrying any bytes, percent-encoded (not UTF-8 perhaps)."""
+    return urlencode({"payload": payload}).encode()
+
+
 def run_dispatch_jobs(ctx: Context, queues: redis.Redis) -> list[str]:
     """Do what a `notify` worker does with intake's dispatch jobs: run each, in queue order;
     the ids of the jobs run."""
