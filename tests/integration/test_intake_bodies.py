@@ -5,7 +5,6 @@ send (64 levels deep, duplicate keys, surrogate pairs, 20 MiB) is still taken.""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,11 +12,15 @@ import redis
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from app import create_app
 from app.context import Context
 from app.models import Delivery
 from tests.support import conveyor, deliveries
-from tests.support.intake import CONFIG, empty_history, usual_event
+from tests.support.intake import (  # noqa: F401 - fixtures are found by name
+    client_fixture,
+    ctx_fixture,
+    empty_history,
+    usual_event,
+)
 
 PUSHES = {"github": "github/push-branch-created.json", "gitlab": "gitlab/push-hook-docs.json",
           "gitea": "gitea/push-branch-created.json"}
@@ -74,16 +77,6 @@ def bad_forms(payload: dict[str, Any]) -> dict[str, bytes]:
             "form, no payload": b"other=" + text.encode(),
             "form, payload a number": b"payload=1",
             "form, empty": b""}
-
-
-@pytest.fixture
-def ctx(tmp_path: Path, database_url: str, redis_url: str, redis_db: redis.Redis) -> Context:
-    return conveyor.context(tmp_path, database_url, redis_url, CONFIG)
-
-
-@pytest.fixture
-def client(ctx: Context) -> FlaskClient:
-    return create_app(context=ctx).test_client()
 
 
 def recorded(ctx: Context) -> list[int]:

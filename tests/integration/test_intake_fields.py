@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
-from app import create_app
 from app.context import Context
 from app.models import Delivery
-from tests.support import conveyor, deliveries
-from tests.support.intake import CONFIG, empty_history, usual_event
+from tests.support import deliveries
+from tests.support.intake import (  # noqa: F401 - fixtures are found by name
+    client_fixture,
+    ctx_fixture,
+    empty_history,
+    usual_event,
+)
 
 Path_ = tuple[str | int, ...]
 
@@ -93,16 +96,6 @@ def recorded(ctx: Context) -> int:
     """How many deliveries the history holds."""
     with ctx.db.session() as session:
         return session.scalar(select(func.count()).select_from(Delivery)) or 0
-
-
-@pytest.fixture
-def ctx(tmp_path: Path, database_url: str, redis_url: str) -> Context:
-    return conveyor.context(tmp_path, database_url, redis_url, CONFIG)
-
-
-@pytest.fixture
-def client(ctx: Context) -> FlaskClient:
-    return create_app(context=ctx).test_client()
 
 
 @pytest.mark.parametrize("name", sorted(FIELDS))

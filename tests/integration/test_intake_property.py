@@ -5,21 +5,23 @@ signature or token."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
-import pytest
 import redis
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from app import create_app
 from app.context import Context
 from app.models import Build
 from tests.support import conveyor, deliveries
-from tests.support.intake import CONFIG, empty_history, usual_event
+from tests.support.intake import (  # noqa: F401 - fixtures are found by name
+    client_fixture,
+    ctx_fixture,
+    empty_history,
+    usual_event,
+)
 
 PAYLOADS = {
     "github": ["github/push-branch-created.json", "github/push-tag-created-docs.json",
@@ -124,16 +126,6 @@ def work(ctx: Context, queues: redis.Redis) -> tuple[int, int]:
     with ctx.db.session() as session:
         builds = session.scalar(select(func.count()).select_from(Build)) or 0
     return builds, len(queues.keys("rq:job:*"))
-
-
-@pytest.fixture
-def ctx(tmp_path: Path, database_url: str, redis_url: str, redis_db: redis.Redis) -> Context:
-    return conveyor.context(tmp_path, database_url, redis_url, CONFIG)
-
-
-@pytest.fixture
-def client(ctx: Context) -> FlaskClient:
-    return create_app(context=ctx).test_client()
 
 
 @settings(max_examples=200, deadline=None,

@@ -4,10 +4,17 @@ each fixture is delivered as, and an empty history per request."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+import redis
+from flask.testing import FlaskClient
 from sqlalchemy import delete
 
+from app import create_app
 from app.context import Context
 from app.models import Base
+from tests.support import conveyor
 from tests.support.services import reset_redis
 
 _ENV = "hosts: [local], path: /srv/app"
@@ -79,3 +86,16 @@ def empty_history(ctx: Context, redis_url: str) -> None:
         for table in reversed(Base.metadata.sorted_tables):
             session.execute(delete(table))
     reset_redis(redis_url)
+
+
+@pytest.fixture(name="ctx")
+def ctx_fixture(tmp_path: Path, database_url: str, redis_url: str,
+                redis_db: redis.Redis) -> Context:
+    """A context over CONFIG, the test's database and an empty Redis database."""
+    return conveyor.context(tmp_path, database_url, redis_url, CONFIG)
+
+
+@pytest.fixture(name="client")
+def client_fixture(ctx: Context) -> FlaskClient:
+    """The app over `ctx`, to send deliveries to."""
+    return create_app(context=ctx).test_client()
