@@ -9,6 +9,7 @@ from werkzeug.exceptions import HTTPException
 
 from app.context import Context, load
 from app.settings import Settings
+from app.web import MaskedJSONProvider
 
 # GitHub caps payloads at 25 MB; a little room for form encoding's overhead.
 MAX_BODY = 25 * 1024 * 1024 + 64 * 1024
@@ -21,7 +22,7 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json = MaskedJSONProvider(app)
     app.extensions["conveyor"] = context or load(settings)
     app.register_blueprint(hooks.blueprint)
     app.register_blueprint(api.blueprint)

@@ -43,16 +43,20 @@ from app.pipeline.report import BUILD_CONTEXT, report_build, report_deployment
 from app.pipeline.rules import (
     activation_batches,
     build_description,
+    clone_source,
     deployment_description,
     environments_for,
     failure_state,
+    is_local_url,
     lock_name,
     marks_release_bad,
     mask,
+    mask_all,
     next_release_id,
     release_id,
     rollback_target,
     settings_hash,
+    without_credentials,
 )
 
 __all__ = [
@@ -66,6 +70,7 @@ __all__ = [
     "activation_batches",
     "build_description",
     "changes_check",
+    "clone_source",
     "create_manual_deployment",
     "deploy_by_hand",
     "deployment_description",
@@ -77,6 +82,7 @@ __all__ = [
     "find_build",
     "finish_build",
     "finish_deployment",
+    "is_local_url",
     "known_clone_url",
     "last_good_release",
     "lock_name",
@@ -85,6 +91,7 @@ __all__ = [
     "mark_release_bad",
     "marks_release_bad",
     "mask",
+    "mask_all",
     "next_release_id",
     "receive",
     "record_attempt",
@@ -102,4 +109,5 @@ __all__ = [
     "start_deployment",
     "update_host",
     "update_hosts",
+    "without_credentials",
 ]
