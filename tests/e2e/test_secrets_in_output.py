@@ -75,14 +75,10 @@ def test_a_var_of_conveyor_yml_shows_nowhere(
         # A good commit is built and deployed (its health check fails); a bad one's build
         # fails on a command naming the variable, which the build's status quotes.
         build_id, deployment_id = push(web, fixture_json, before, after, "secrets-1")
+        wait_for_failure(forge, logs, after, "conveyor/deploy/staging")
         bad = git_repo.commit({"app.txt": "bad\n"})
         push(web, fixture_json, after, bad, "secrets-2")
-        try:
-            statuses = forge.wait_for(lambda found: {"conveyor/deploy/staging", "conveyor/build"}
-                                      <= {s["context"] for s in found if s["state"] == "failure"},
-                                      timeout=120)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{read_logs(logs)}") from None
+        statuses = wait_for_failure(forge, logs, bad, "conveyor/build")
         answers = {path: api(web, path) for path in (
             "/api/deliveries", "/api/deployments", f"/api/deployments/{deployment_id}",
             f"/api/deployments/{deployment_id}/log", f"/api/builds/{build_id}",
@@ -106,6 +102,16 @@ def test_a_var_of_conveyor_yml_shows_nowhere(
                     if s["state"] == "failure" and s["context"] == "conveyor/build"]
     assert build_failed == ["Build failed: exit status 1 from: grep -q good app.txt # a bad"
                             " commit fails here, naming ***"]
+
+
+def wait_for_failure(forge: GitHubForge, logs: Path, sha: str, context: str) -> list[dict]:
+    """Every status received once `context` failed for commit `sha`."""
+    try:
+        return forge.wait_for(lambda found: any(
+            (s["sha"], s["context"], s["state"]) == (sha, context, "failure") for s in found),
+            timeout=120)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{read_logs(logs)}") from None
 
 
 def push(web: str, fixture_json: Callable[[str], dict], before: str, after: str,
