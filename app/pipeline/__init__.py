@@ -45,16 +45,20 @@ from app.pipeline.report import BUILD_CONTEXT, report_build, report_deployment
 from app.pipeline.rules import (
     activation_batches,
     build_description,
+    clone_source,
     deployment_description,
     environments_for,
     failure_state,
+    is_local_url,
     lock_name,
     marks_release_bad,
     mask,
+    mask_all,
     next_release_id,
     release_id,
     rollback_target,
     settings_hash,
+    without_credentials,
 )
 
 __all__ = [
@@ -68,6 +72,7 @@ __all__ = [
     "activation_batches",
     "build_description",
     "changes_check",
+    "clone_source",
     "create_manual_deployment",
     "deploy_by_hand",
     "deployment_description",
@@ -79,6 +84,7 @@ __all__ = [
     "find_build",
     "finish_build",
     "finish_deployment",
+    "is_local_url",
     "known_clone_url",
     "last_good_release",
     "lock_name",
@@ -87,6 +93,7 @@ __all__ = [
     "mark_release_bad",
     "marks_release_bad",
     "mask",
+    "mask_all",
     "next_release_id",
     "queue_next",
     "receive",
@@ -106,4 +113,5 @@ __all__ = [
     "update_host",
     "update_hosts",
     "wait_for_lock",
+    "without_credentials",
 ]
