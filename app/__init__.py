@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException
 from app.context import Context, load
 from app.db import SchemaTooNew
 from app.settings import Settings
+from app.web import MaskedJSONProvider
 
 # GitHub caps payloads at 25 MB; a little room for form encoding's overhead.
 MAX_BODY = 25 * 1024 * 1024 + 64 * 1024
@@ -26,7 +27,7 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json = MaskedJSONProvider(app)
     ctx = context or load(settings)
     app.extensions["conveyor"] = ctx
     _bring_schema_up_at_start(app, ctx)

@@ -10,7 +10,7 @@ import secrets
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,7 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(str(exc), file=sys.stderr)
         return 2
     except CommandError as exc:
-        print(str(exc), file=sys.stderr)
+        from app.pipeline.rules import mask
+
+        print(mask(str(exc), ()), file=sys.stderr)  # a git error may quote a URL's token
         return exc.status
     except KeyboardInterrupt:
         return 130
@@ -119,18 +121,19 @@ def _add_internal_rq_worker(commands: argparse._SubParsersAction) -> None:
 def check_command(args: argparse.Namespace, settings: Settings) -> int:
     """Validate the pipeline file and print what each push would do."""
     config = cfg.load(settings.config_path)
-    print(f"{config.path}: valid")
+    say = _printer(config.secrets())
+    say(f"{config.path}: valid")
     for project in config.projects.values():
-        print(f"project {project.name}: {project.provider} {project.repo}")
-        print(f"  build: {len(project.build.commands)} command(s), artifact "
+        say(f"project {project.name}: {project.provider} {project.repo}")
+        say(f"  build: {len(project.build.commands)} command(s), artifact "
               f"{', '.join(project.build.artifact)}, timeout {project.build.timeout}s")
-        print(f"  statuses: {'to ' + project.status.api_url if project.status else 'off'}")
+        say(f"  statuses: {'to ' + project.status.api_url if project.status else 'off'}")
         for env in project.environments.values():
-            print(f"  environment {env.name}: branches {', '.join(env.branches)} -> "
+            say(f"  environment {env.name}: branches {', '.join(env.branches)} -> "
                   f"{len(env.hosts)} host(s) at {env.path}, keep {env.keep_releases} releases")
             for host in env.hosts:
                 pinned = " (key pinned)" if host.host_key else ""
-                print(f"    {host.spec}{pinned}")
+                say(f"    {host.spec}{pinned}")
     return 0
 
 
@@ -142,8 +145,9 @@ def deploy_command(args: argparse.Namespace, settings: Settings) -> int:
     ctx = _context(settings)
     project, env = _environment(ctx.config, args.project, args.environment)
     sha, ref = _commit(ctx, project, env, ref=args.ref, sha=args.sha)
+    say = _printer(ctx.secrets())
     if args.plan:
-        return _plan(ctx, project, env, sha, ref)
+        return _plan(ctx, project, env, sha, ref, say)
     from redis.exceptions import RedisError
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -153,7 +157,7 @@ def deploy_command(args: argparse.Namespace, settings: Settings) -> int:
             ctx, project, env, sha=sha, ref=ref, repository=project.repo, clone_url=clone_url)
     except (RedisError, SQLAlchemyError) as exc:
         raise CommandError(1, f"cannot queue the deployment: {exc}") from exc
-    print(f"deployment {deployment.id} of {project.name} to {env.name} queued: commit"
+    say(f"deployment {deployment.id} of {project.name} to {env.name} queued: commit"
           f" {sha[:12]}{f' ({ref})' if ref else ''}, build {build.id} ({build.state})")
     return 0
 
@@ -163,14 +167,15 @@ def hosts_check_command(args: argparse.Namespace, settings: Settings) -> int:
     from workers import hosts
 
     config = cfg.load(settings.config_path)
+    say = _printer(config.secrets())
     failed = 0
     for env in _environments(config, args.project, args.environment):
         for found in hosts.check(config.ssh, env):
             if found.problems:
                 failed += 1
-                print(f"{found.host} ({env.name}): FAILED: {'; '.join(found.problems)}")
+                say(f"{found.host} ({env.name}): FAILED: {'; '.join(found.problems)}")
             else:
-                print(f"{found.host} ({env.name}): ok: {'; '.join(found.notes)}")
+                say(f"{found.host} ({env.name}): ok: {'; '.join(found.notes)}")
     if failed:
         raise CommandError(1, f"{failed} host(s) cannot take deployments yet (see above)")
     return 0
@@ -188,43 +193,55 @@ def hosts_trust_command(args: argparse.Namespace, settings: Settings) -> int:
     every = [h for env in _environments(config, args.project, args.environment)
              for h in env.hosts]
     unique = list({h.spec: h for h in every}.values())
-    untrusted = sum(not _trust_one(known_hosts, found, args)
+    say = _printer(config.secrets())
+    untrusted = sum(not _trust_one(known_hosts, found, args, say)
                     for found in hosts.scan(config.ssh, unique))
     if untrusted:
         raise CommandError(1, f"{untrusted} host key(s) are not trusted (see above)")
     return 0
 
 
-def _trust_one(known_hosts: Path, found: Scan, args: argparse.Namespace) -> bool:
+def _trust_one(known_hosts: Path, found: Scan, args: argparse.Namespace,
+               say: Callable[[str], None]) -> bool:
     """Report one host's key; record it when allowed. True when the key is trusted now."""
     from workers import hosts
 
     name, offered = str(found.host), found.fingerprint
     if found.status == "unreachable":
-        print(f"{name}: cannot be reached: {found.error}")
+        say(f"{name}: cannot be reached: {found.error}")
         return False
     if found.status in ("trusted", "pinned"):
         how = "matches its pinned host_key" if found.status == "pinned" else "already trusted"
-        print(f"{name}: {offered} ({how})")
+        say(f"{name}: {offered} ({how})")
         return True
     if found.status == "changed":
-        print(f"{name}: the host key has CHANGED: expected {', '.join(found.expected)},"
+        say(f"{name}: the host key has CHANGED: expected {', '.join(found.expected)},"
               f" the host offers {offered}")
         if found.host.host_key:
-            print(f"{name}: its host_key is pinned in the pipeline file: change it there")
+            say(f"{name}: its host_key is pinned in the pipeline file: change it there")
             return False
         if not args.replace:
-            print(f"{name}: not recorded; check the key on the host, then run again with"
+            say(f"{name}: not recorded; check the key on the host, then run again with"
                   " --replace")
             return False
     else:
-        print(f"{name}: unknown host key {offered}")
+        say(f"{name}: unknown host key {offered}")
     if not (args.yes or _confirm(f"Trust {offered} for {name}? [y/N] ")):
-        print(f"{name}: not recorded")
+        say(f"{name}: not recorded")
         return False
     hosts.trust(known_hosts, found)
-    print(f"{name}: recorded in {known_hosts}")
+    say(f"{name}: recorded in {known_hosts}")
     return True
+
+
+def _printer(secrets: Sequence[str]) -> Callable[[str], None]:
+    """`print` for what a command shows: every line with its secrets masked (SPEC §7), as
+    the deployment log and the API mask them."""
+    from app.pipeline.rules import mask
+
+    def say(text: str) -> None:
+        print(mask(text, secrets))
+    return say
 
 
 def _confirm(question: str) -> bool:
@@ -326,13 +343,17 @@ def _mirror(ctx: Context, project: cfg.Project, sha: str | None) -> Path:
     from app import pipeline
     from workers import build
 
-    clone_url = pipeline.known_clone_url(ctx, project)
+    clone_url, refusal = pipeline.clone_source(project.clone_url,
+                                               pipeline.known_clone_url(ctx, project) or "")
     if not clone_url:
         raise CommandError(2, f"Conveyor does not know where the repository of {project.name}"
                               f" is: set projects.{project.name}.clone_url, or push once")
+    if refusal is not None:
+        raise CommandError(2, refusal)
     try:
         return build.update_mirror(ctx.settings.data_dir, project.name, clone_url,
-                                   lambda _line: None, sha=sha, ssh=ctx.config.ssh)
+                                   lambda _line: None, sha=sha, ssh=ctx.config.ssh,
+                                   allow_file=pipeline.is_local_url(project.clone_url))
     except build.BuildError as exc:
         raise CommandError(1, f"cannot fetch the repository of {project.name}: {exc}") from exc
 
@@ -348,7 +369,8 @@ def _resolve(mirror: Path, revision: str) -> str:
     return out.strip()
 
 
-def _plan(ctx: Context, project: cfg.Project, env: cfg.Environment, sha: str, ref: str) -> int:
+def _plan(ctx: Context, project: cfg.Project, env: cfg.Environment, sha: str, ref: str,
+          say: Callable[[str], None]) -> int:
     """Print what the deployment would do, looking at the hosts (changing nothing)."""
     from app import pipeline
     from workers import deploy, hosts
@@ -363,8 +385,8 @@ def _plan(ctx: Context, project: cfg.Project, env: cfg.Environment, sha: str, re
                        artifact.size if artifact else 0)
     lines = deploy.plan(env, project=project.name, sha=sha, ref=ref, artifact=artifact,
                         build=about, hosts=looks)
-    print("\n".join(lines))
-    print("this is a plan: nothing was changed")
+    say("\n".join(lines))
+    say("this is a plan: nothing was changed")
     unusable = [look.host for look in looks if look.error]
     if unusable:
         raise CommandError(1, f"{len(unusable)} host(s) cannot be used, so the deployment"

@@ -22,6 +22,10 @@ PROVIDERS = ("github", "gitlab", "gitea")
 PULL_REQUESTS = ("off", "build", "build_forks")
 APPROVALS = ("auto", "manual")  # continuous deployment, continuous delivery
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# A `${VAR}` value shorter than this is not masked: `3`, `main` or `true` would be starred
+# all over every log line and answer, hiding what they say and protecting nothing.
+MIN_SECRET = 6
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"']+")
 _DURATION = re.compile(r"^(\d+)\s*(s|m|h)?$")
 _UNITS = {None: 1, "s": 1, "m": 60, "h": 3600}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -139,6 +143,8 @@ class Config:
     ssh: Ssh
     projects: Mapping[str, Project]
     path: Path
+    # Every `${VAR}` value of MIN_SECRET characters or more, and every token of a URL.
+    substituted: frozenset[str] = frozenset()
 
     def find_project(self, provider: str, repo: str) -> Project | None:
         """The project of `provider` whose repository is `repo` (case-insensitive, like forges)."""
@@ -148,20 +154,26 @@ class Config:
         return None
 
     def secrets(self) -> tuple[str, ...]:
-        """Every secret value the file holds, for masking in logs and answers."""
+        """Every secret value the file holds, for masking in logs and answers: webhook
+        secrets, status tokens, URL tokens and every `${VAR}` value (MIN_SECRET or longer)."""
         values = {p.webhook_secret for p in self.projects.values()}
         values |= {p.status.token for p in self.projects.values() if p.status}
-        values |= {_url_password(p.clone_url) for p in self.projects.values() if p.clone_url}
-        return tuple(v for v in values if v)
+        return tuple(sorted(v for v in values | self.substituted if v))
 
 
-def _url_password(url: str) -> str:
-    """The secret of `https://user:token@host/...` or `https://token@host/...`, or ''."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return ""
-    return parts.password or parts.username or ""
+def url_tokens(text: str) -> set[str]:
+    """The secrets of the URLs in `text`: `https://user:token@host/...` or
+    `https://token@host/...` (over HTTP a user alone is a token; `ssh://git@` is a login).
+    Those shorter than MIN_SECRET are left to `mask`, which stars the token of any URL."""
+    tokens = set()
+    for url in _URL.findall(text):
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            continue
+        token_user = parts.scheme.lower() in ("http", "https")
+        tokens.add(parts.password or (parts.username if token_user else None) or "")
+    return {token for token in tokens if len(token) >= MIN_SECRET}
 
 
 def load(path: Path, environ: Mapping[str, str] | None = None) -> Config:
@@ -223,6 +235,7 @@ class _Reader:
         self.filename = filename
         self.environ = environ
         self.problems: list[str] = []
+        self.secrets: set[str] = set()
 
     def problem(self, node: Node | None, path: str, message: str) -> None:
         line = f":{node.start_mark.line + 1}" if node is not None else ""
@@ -278,10 +291,17 @@ class _Reader:
         if missing:
             self.problem(node, path, f"environment variable {missing[0]} is not set")
             return None
-        value = _VAR.sub(lambda m: self.environ[m.group(1)], node.value)
+        value = _VAR.sub(self._substitute, node.value)
+        self.secrets |= url_tokens(value)
         if secret and not value:
             self.problem(node, path, "is empty")
             return None
+        return value
+
+    def _substitute(self, match: re.Match[str]) -> str:
+        value = self.environ[match.group(1)]
+        if len(value) >= MIN_SECRET:
+            self.secrets.add(value)
         return value
 
     def strings(self, node: Node, path: str) -> tuple[str, ...]:
@@ -350,7 +370,8 @@ class _Reader:
                 project = self.project(name, node, f"projects.{name}")
                 if project:
                     projects[name] = project
-        return Config(public_url=public_url.rstrip("/"), ssh=ssh, projects=projects, path=path)
+        return Config(public_url=public_url.rstrip("/"), ssh=ssh, projects=projects, path=path,
+                      substituted=frozenset(self.secrets))
 
     def ssh(self, node: Node | None) -> Ssh:
         keys = {"key": False, "known_hosts": False, "connect_timeout": False,

@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path, PurePosixPath
-from urllib.parse import urlsplit, urlunsplit
 
 from app import pipeline
 from app.config import Ssh
@@ -52,10 +51,11 @@ def run(build_id: int) -> None:
     failed = True
     try:
         mirror = update_mirror(ctx.settings.data_dir, order.project.name, order.clone_url, say,
-                               sha=order.sha, ssh=ctx.config.ssh)
+                               sha=order.sha, ssh=ctx.config.ssh, allow_file=order.allow_file)
         # -- issue 3 (intake), `paths:`: a push that changes nothing under them ends here. --
         from workers.changes import skip_unchanged
-        if skip_unchanged(ctx, build_id, mirror, order.clone_url, say):
+        if skip_unchanged(ctx, build_id, mirror, order.clone_url, say,
+                          allow_file=order.allow_file):
             failed = False
             return
         # -- end of issue 3's block -----------------------------------------------------------
@@ -136,12 +136,15 @@ class BuildLog:
 # -- git --------------------------------------------------------------------------------------
 
 
-def git_env(ssh: Ssh | None = None, origin: str | None = None) -> dict[str, str]:
+def git_env(ssh: Ssh | None = None, origin: str | None = None, *,
+            allow_file: bool = False) -> dict[str, str]:
     """An environment for git that never prompts and allows only ordinary transports.
 
     Over SSH git uses the pipeline file's key and known_hosts (host keys verified). An
     `origin` URL holding a token is handed over here, not on the command line (where `ps`
-    shows it) nor in the mirror's config (where it would stay on disk).
+    shows it) nor in the mirror's config (where it would stay on disk). Reading a path on
+    this machine (`file`) is allowed only when the pipeline file's clone_url is one
+    (`allow_file`): a URL a payload names must not read the worker's files.
     """
     ssh_command = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"]
     if ssh and ssh.key:
@@ -151,7 +154,7 @@ def git_env(ssh: Ssh | None = None, origin: str | None = None) -> dict[str, str]
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/nonexistent",
            "LANG": "C.UTF-8", "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false",
            "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null",
-           "GIT_ALLOW_PROTOCOL": "file:git:http:https:ssh",
+           "GIT_ALLOW_PROTOCOL": "file:git:http:https:ssh" if allow_file else "git:http:https:ssh",
            "GIT_SSH_COMMAND": shlex.join(ssh_command)}
     if origin is not None:
         env |= {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "remote.origin.url",
@@ -160,8 +163,12 @@ def git_env(ssh: Ssh | None = None, origin: str | None = None) -> dict[str, str]
 
 
 def git(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
-    """Run git with an argument list; raise BuildError with git's own message on failure."""
-    result = subprocess.run(["git", *args], cwd=cwd, env=env or git_env(), capture_output=True,
+    """Run git with an argument list; raise BuildError with git's own message on failure.
+
+    Without `env`, git reads only Conveyor's own mirrors and workspaces (paths), never a
+    remote: a fetch from the project's repository passes `git_env(origin=...)`."""
+    result = subprocess.run(["git", *args], cwd=cwd, env=env or git_env(allow_file=True),
+                            capture_output=True,
                             text=True, timeout=GIT_TIMEOUT, check=False)
     if result.returncode != 0:
         message = (result.stderr.strip().splitlines() or ["no message"])[-1]
@@ -176,22 +183,24 @@ def mirror_path(data_dir: Path, project: str) -> Path:
 
 def update_mirror(data_dir: Path, project: str, clone_url: str,
                   say: Callable[[str], None], *, sha: str | None = None,
-                  ssh: Ssh | None = None) -> Path:
+                  ssh: Ssh | None = None, allow_file: bool = False) -> Path:
     """The project's bare mirror, holding `sha` (or every branch and tag when no sha is
-    given); one build at a time touches it. Only what is missing is fetched."""
+    given); one build at a time touches it. Only what is missing is fetched; from a path
+    only when `allow_file` (the pipeline file's clone_url is one)."""
     mirror = mirror_path(data_dir, project)
     mirror.parent.mkdir(parents=True, exist_ok=True)
-    env = git_env(ssh, origin=clone_url)
+    env = git_env(ssh, origin=clone_url, allow_file=allow_file)
+    shown = pipeline.without_credentials(clone_url)
     with _file_lock(mirror.with_suffix(".lock")):
         if not (mirror / "HEAD").exists():
             shutil.rmtree(mirror, ignore_errors=True)
             git("init", "--quiet", "--bare", str(mirror))
-            git("config", "remote.origin.url", redact(clone_url), cwd=mirror)
+            git("config", "remote.origin.url", shown, cwd=mirror)
             for refspec in MIRROR_REFSPECS:
                 git("config", "--add", "remote.origin.fetch", refspec, cwd=mirror)
         if sha is not None and _has_commit(mirror, sha):
             return mirror
-        say(f"fetching from {redact(clone_url)}")
+        say(f"fetching from {shown}")
         if sha is not None and _SHA.match(sha):
             try:  # just that commit and its history, where the server allows it
                 git("fetch", "--quiet", "--no-tags", "origin", "--end-of-options", sha,
@@ -208,16 +217,6 @@ def update_mirror(data_dir: Path, project: str, clone_url: str,
 MIRROR_REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*",
                    "+refs/pull/*/head:refs/pull/*/head",
                    "+refs/merge-requests/*/head:refs/merge-requests/*/head")
-
-
-def redact(url: str) -> str:
-    """`url` without the user and token it may carry: what may be shown and stored."""
-    parts = urlsplit(url)
-    if not parts.username and not parts.password:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _has_commit(mirror: Path, sha: str) -> bool:

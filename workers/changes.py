@@ -29,12 +29,13 @@ class ChangesUnknown(Exception):
 
 
 def skip_unchanged(ctx: Context, build_id: int, mirror: Path, clone_url: str,
-                   say: Callable[[str], None]) -> bool:
+                   say: Callable[[str], None], *, allow_file: bool = False) -> bool:
     """The build job's `paths:` step: True when the build was skipped (nothing to build)."""
     check = pipeline.changes_check(ctx, build_id)
     if check is None:
         return False
-    fetch_for_changes(mirror, clone_url, ctx.config.ssh, check.since, check.base)
+    fetch_for_changes(mirror, clone_url, ctx.config.ssh, check.since, check.base,
+                      allow_file=allow_file)
     try:
         files = changed_files(mirror, check.since, check.sha, check.base)
     except ChangesUnknown as exc:
@@ -61,10 +62,10 @@ def changed_files(mirror: Path, before: str, after: str,
 
 
 def fetch_for_changes(mirror: Path, clone_url: str, ssh: Ssh | None, before: str,
-                      default_branch: str | None) -> None:
+                      default_branch: str | None, *, allow_file: bool = False) -> None:
     """Fetch what the comparison needs and the build's own fetch left out: the before
     commit, or the default branch's tip for a new branch. Failures only widen the answer."""
-    env = git_env(ssh, origin=clone_url)
+    env = git_env(ssh, origin=clone_url, allow_file=allow_file)
     wanted = []
     if before != ZERO_SHA and _SHA.match(before) and not _is_commit(mirror, before):
         wanted.append(before)

@@ -8,6 +8,7 @@ from typing import Any
 import requests
 from redis import Redis
 
+from app import pipeline
 from app.report import ReportError, github, gitlab
 from workers import context
 
@@ -32,6 +33,7 @@ def send_status(status: dict[str, Any]) -> None:
         log.info("status %s of %s skipped: a newer one was sent", status["state"],
                  status["context"])
         return
+    status = pipeline.mask_all(status, ctx.secrets())  # what leaves for the forge, masked
     args = (status["state"], status["context"], status["description"], status["target_url"])
     api_url, token, repo, sha = (project.status.api_url, project.status.token, project.repo,
                                  status["sha"])

@@ -61,7 +61,7 @@ def _pull_request(repo: str, payload: dict[str, Any]) -> PullRequest | Ignored:
         head_ref=p.name(payload, "pull_request", "head", "ref", what="head branch"),
         base_ref=p.name(payload, "pull_request", "base", "ref", what="base branch"),
         from_fork=head_repo is None or head_repo != base_repo,
-        clone_url=p.text(payload, "repository", "clone_url"), ref=f"refs/pull/{number}/head",
+        clone_url=p.clone_url(payload, "repository", "clone_url"), ref=f"refs/pull/{number}/head",
         title=p.text(payload, "pull_request", "title"),
         author=p.text(payload, "pull_request", "user", "login"),
     )

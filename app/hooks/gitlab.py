@@ -56,11 +56,11 @@ def _push(repo: str, payload: dict[str, Any]) -> Push:
     head = next((c for c in commits if c.get("id") == after), {})
     return Push(
         repository=repo, ref=ref, before=p.sha(payload, "before", what="before"), after=after,
-        clone_url=p.text(payload, "project", "git_http_url")
-        or p.text(payload, "repository", "git_http_url"),
+        clone_url=p.clone_url(payload, "project", "git_http_url")
+        or p.clone_url(payload, "repository", "git_http_url"),
         message=p.text(head, "message"),
         author=p.text(head, "author", "name") or p.text(payload, "user_name"),
-        default_branch=p.text(payload, "project", "default_branch") or None,
+        default_branch=p.default_branch(payload, "project", "default_branch") or None,
     )
 
 
@@ -79,7 +79,7 @@ def _merge_request(repo: str, payload: dict[str, Any]) -> PullRequest | Ignored:
         head_ref=p.name(attributes, "source_branch", what="source branch"),
         base_ref=p.name(attributes, "target_branch", what="target branch"),
         from_fork=source is None or source != p.field(attributes, "target_project_id"),
-        clone_url=p.text(payload, "project", "git_http_url"),
+        clone_url=p.clone_url(payload, "project", "git_http_url"),
         ref=f"refs/merge-requests/{number}/head",
         title=p.text(attributes, "title"), author=p.text(payload, "user", "username"),
     )

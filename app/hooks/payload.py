@@ -14,13 +14,19 @@ from app.hooks.events import Push
 
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
-_SHA = re.compile(r"^[0-9a-f]{40}$")
+# Both are matched whole (fullmatch): `^...$` would let a final newline through.
+_SHA = re.compile(r"[0-9a-f]{40}")
 # What fits the history's columns and can be shown and logged as it is.
-_PRINTABLE = re.compile(r"^[^\x00-\x1f\x7f]+$")
+_PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]+")
 MAX_REF = 400
 MAX_NAME = 400
 MAX_DELIVERY_ID = 200
 MAX_EVENT = 100
+MAX_URL = 2000
+MAX_NUMBER = 2**31 - 1  # the forges' pull request numbers are 32-bit
+MAX_DEPTH = 64  # no forge's payload nests deeper (SPEC §4)
+# Where json.loads can make a lone surrogate: a \uD800-\uDFFF escape (pairs are joined).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def mimetype(content_type: str | None) -> str:
@@ -35,24 +41,74 @@ def read(content_type: str | None, body: bytes, allowed: tuple[str, ...],
     if kind not in allowed:
         sent = f"{kind!r}" if kind else "no content type"
         raise HookError(415, f"{forge} sends {' or '.join(allowed)}, not {sent}")
-    text = _form_payload(body) if kind == FORM else body
-    try:
-        payload = json.loads(text)
-    except (ValueError, UnicodeDecodeError):
-        raise HookError(400, "the body is not valid JSON") from None
+    text = _utf8(body)
+    payload = _json(_form_payload(text) if kind == FORM else text)
     if not isinstance(payload, dict):
         raise HookError(400, "the payload must be a JSON object")
+    if not _nested_within(payload, MAX_DEPTH):
+        raise HookError(400, f"the payload is nested deeper than {MAX_DEPTH} levels")
     return payload
 
 
-def _form_payload(body: bytes) -> bytes:
+def _utf8(body: bytes) -> str:
+    # Strictly: json.loads would take UTF-16 and UTF-8-encoded surrogates, which forges never
+    # send and which could not be stored or logged later.
     try:
-        values = parse_qs(body.decode("utf-8"), strict_parsing=False).get("payload")
-    except (UnicodeDecodeError, ValueError):
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise HookError(400, "the body is not valid UTF-8") from None
+
+
+def _json(text: str) -> Any:
+    """The JSON value of `text`; 400 for anything a forge's JSON encoder never writes."""
+    try:
+        value = json.loads(text, parse_constant=_no_constant)
+    except RecursionError:  # the C reader's own depth limit, far past MAX_DEPTH
+        raise HookError(400, f"the payload is nested deeper than {MAX_DEPTH} levels") from None
+    except ValueError:  # also an integer past Python's digit limit
+        raise HookError(400, "the body is not valid JSON") from None
+    if _SURROGATE_ESCAPE.search(text) and not _encodable(value):
+        raise HookError(400, "the payload has text with a lone UTF-16 surrogate (\\ud800)")
+    return value
+
+
+def _no_constant(literal: str) -> Any:
+    raise ValueError(f"{literal} is not JSON")
+
+
+def _encodable(value: Any) -> bool:
+    """Whether every string in `value` can be written as UTF-8 (no lone surrogates), which
+    the database, the log and Redis need; checked whole, in C, only when an escape hints."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _nested_within(value: Any, limit: int) -> bool:
+    """Whether no path into `value` goes through more than `limit` arrays and objects;
+    level by level, without recursion, so that any depth can be measured."""
+    level = [value] if isinstance(value, (dict, list)) else []
+    for _depth in range(limit):
+        if not level:
+            return True
+        below: list[Any] = []
+        for container in level:
+            items = container.values() if isinstance(container, dict) else container
+            below.extend(item for item in items if isinstance(item, (dict, list)))
+        level = below
+    return not level
+
+
+def _form_payload(body: str) -> str:
+    try:
+        values = parse_qs(body, strict_parsing=False).get("payload")
+    except ValueError:
         values = None
     if not values:
         raise HookError(400, "a form-encoded delivery must carry a payload= field")
-    return values[0].encode()
+    return values[0]
 
 
 def hmac_sha256(secret: str, body: bytes) -> str:
@@ -99,7 +155,21 @@ def name(data: Any, *path: str, what: str) -> str:
     value = field(data, *path)
     if not isinstance(value, str) or not value:
         raise HookError(400, f"the payload has no {what} ({'.'.join(path)})")
-    if len(value) > MAX_NAME or not _PRINTABLE.match(value):
+    return _usable(value, what, MAX_NAME)
+
+
+def optional_name(data: Any, *path: str, what: str, size: int = MAX_NAME) -> str:
+    """A name or URL the forge may leave out (clone URL, default branch): "" when it is
+    missing or not text; text that is there is stored and handed to git, so it is checked
+    like a required name."""
+    value = field(data, *path)
+    if not isinstance(value, str) or not value:
+        return ""
+    return _usable(value, what, size)
+
+
+def _usable(value: str, what: str, size: int) -> str:
+    if len(value) > size or not _PRINTABLE.fullmatch(value):
         raise HookError(400, f"the payload's {what} is not a name Conveyor can use")
     return value
 
@@ -107,7 +177,7 @@ def name(data: Any, *path: str, what: str) -> str:
 def sha(data: Any, *path: str, what: str) -> str:
     """A required commit id: 40 lowercase hexadecimal characters."""
     value = field(data, *path)
-    if not isinstance(value, str) or not _SHA.match(value):
+    if not isinstance(value, str) or not _SHA.fullmatch(value):
         raise HookError(400, f"{what} ({'.'.join(path)}) must be a 40-character commit id")
     return value
 
@@ -123,7 +193,7 @@ def ref(data: Any, *path: str) -> str:
 def number(data: Any, *path: str, what: str) -> int:
     """A required positive whole number (a pull request's number)."""
     value = field(data, *path)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_NUMBER:
         raise HookError(400, f"the payload has no {what} ({'.'.join(path)})")
     return value
 
@@ -132,7 +202,7 @@ def header(value: str | None, what: str, size: int) -> str:
     """A required header naming the delivery or its event: printable, of sensible length."""
     if not value:
         raise HookError(400, f"the {what} header is missing")
-    if len(value) > size or not _PRINTABLE.match(value):
+    if len(value) > size or not _PRINTABLE.fullmatch(value):
         raise HookError(400, f"the {what} header is not one a forge sends")
     return value
 
@@ -147,8 +217,18 @@ def push(repo: str, data: dict[str, Any]) -> Push:
         after = sha(head, "id", what="the tag's commit")  # an annotated tag's object is not it
     return Push(
         repository=repo, ref=ref_name, before=sha(data, "before", what="before"), after=after,
-        clone_url=text(data, "repository", "clone_url"),
+        clone_url=clone_url(data, "repository", "clone_url"),
         message=text(head, "message"), author=text(head, "author", "name"),
-        default_branch=(text(data, "repository", "default_branch")
-                        or text(data, "repository", "master_branch") or None),
+        default_branch=default_branch(data, "repository", "default_branch")
+        or default_branch(data, "repository", "master_branch") or None,
     )
+
+
+def clone_url(data: Any, *path: str) -> str:
+    """The repository's clone URL, "" when the payload has none."""
+    return optional_name(data, *path, what="clone URL", size=MAX_URL)
+
+
+def default_branch(data: Any, *path: str) -> str:
+    """The repository's default branch, "" when the payload has none."""
+    return optional_name(data, *path, what="default branch")

@@ -58,16 +58,20 @@ from app.pipeline.report import BUILD_CONTEXT, report_build, report_deployment
 from app.pipeline.rules import (
     activation_batches,
     build_description,
+    clone_source,
     deployment_description,
     environments_for,
     failure_state,
+    is_local_url,
     lock_name,
     marks_release_bad,
     mask,
+    mask_all,
     next_release_id,
     release_id,
     rollback_target,
     settings_hash,
+    without_credentials,
 )
 
 __all__ = [
@@ -86,6 +90,7 @@ __all__ = [
     "cancel",
     "cancel_requested",
     "changes_check",
+    "clone_source",
     "create_manual_deployment",
     "deploy_by_hand",
     "deployment_description",
@@ -97,6 +102,7 @@ __all__ = [
     "find_build",
     "finish_build",
     "finish_deployment",
+    "is_local_url",
     "known_clone_url",
     "last_good_release",
     "lock_name",
@@ -105,6 +111,7 @@ __all__ = [
     "mark_release_bad",
     "marks_release_bad",
     "mask",
+    "mask_all",
     "next_release_id",
     "queue_next",
     "receive",
@@ -128,4 +135,5 @@ __all__ = [
     "update_hosts",
     "wait_for_lock",
     "waiting",
+    "without_credentials",
 ]

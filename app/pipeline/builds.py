@@ -9,11 +9,18 @@ from sqlalchemy import select
 from app import config as cfg
 from app.context import Context
 from app.models import Build, Deployment
-from app.pipeline.common import insert_once
+from app.pipeline.common import insert_once, log
 from app.pipeline.deployments import Artifact
 from app.pipeline.order import advance
 from app.pipeline.report import report_build, report_deployment
-from app.pipeline.rules import artifacts_to_drop, needs_rebuild, settings_hash
+from app.pipeline.rules import (
+    artifacts_to_drop,
+    clone_source,
+    is_local_url,
+    needs_rebuild,
+    settings_hash,
+    stored_clone_url,
+)
 from app.pipeline.states import changes
 
 # The RQ job deadline is a backstop above our own deadlines, never the one that fires first.
@@ -28,7 +35,8 @@ class BuildOrder:
     project: cfg.Project
     sha: str
     ref: str
-    clone_url: str
+    clone_url: str                 # with the pipeline file's credentials, if it has them
+    allow_file: bool = False       # the pipeline file's clone_url is a path on this machine
 
 
 def find_or_create_build(ctx: Context, project: cfg.Project, *, sha: str, ref: str,
@@ -40,7 +48,7 @@ def find_or_create_build(ctx: Context, project: cfg.Project, *, sha: str, ref: s
     """
     key = {"project": project.name, "sha": sha, "settings_hash": settings_hash(project.build)}
     new = Build(**key, ref=ref, repository=repository,
-                clone_url=project.clone_url or clone_url)
+                clone_url=stored_clone_url(project.clone_url, clone_url))
     build, created = insert_once(ctx, new, select(Build).filter_by(**key))
     if not created and needs_rebuild(build.state, build.artifact_path):
         return _requeue(ctx, build.id) or build, True
@@ -91,7 +99,14 @@ def start_build(ctx: Context, build_id: int) -> BuildOrder | None:
             change.move(build, "failed", error="the project is no longer configured")
             return None
         change.move(build, "running")
-        return BuildOrder(build.id, project, build.sha, build.ref, build.clone_url)
+        clone_url, refusal = clone_source(project.clone_url, build.clone_url)
+        order = BuildOrder(build.id, project, build.sha, build.ref, clone_url,
+                           allow_file=is_local_url(project.clone_url))
+    if refusal is not None:  # never fetched: the build fails before the job touches git
+        log(ctx, f"build failed: {refusal}", build_id=build_id)
+        finish_build(ctx, build_id, error=refusal)
+        return None
+    return order
 
 
 def finish_build(ctx: Context, build_id: int, *, artifact: Artifact | None = None,

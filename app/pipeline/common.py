@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -36,7 +37,14 @@ def log(ctx: Context, text: str, *, build_id: int | None = None,
 def log_many(ctx: Context, lines: list[str], *, build_id: int | None = None,
              deployment_id: int | None = None) -> None:
     """Store log lines in one transaction, in order, secrets masked."""
-    secrets = ctx.secrets()
     with ctx.db.session() as session:
-        session.add_all([LogLine(build_id=build_id, deployment_id=deployment_id,
-                                 text=mask(text.rstrip("\n"), secrets)) for text in lines])
+        session.add_all(log_rows(ctx, lines, build_id=build_id, deployment_id=deployment_id))
+
+
+def log_rows(ctx: Context, lines: Iterable[str], *, build_id: int | None = None,
+             deployment_id: int | None = None) -> list[LogLine]:
+    """The rows of log lines, secrets masked: the one place a log line is made, for callers
+    that store them in a transaction of their own."""
+    secrets = ctx.secrets()
+    return [LogLine(build_id=build_id, deployment_id=deployment_id,
+                    text=mask(text.rstrip("\n"), secrets)) for text in lines]

@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session
 from app import config as cfg
 from app.context import Context
 from app.hooks.events import Push
-from app.models import Build, Deployment, DeploymentHost, HostRelease, LogLine, Release, utcnow
-from app.pipeline.common import insert_once
+from app.models import Build, Deployment, DeploymentHost, HostRelease, Release, utcnow
+from app.pipeline.common import insert_once, log_rows
 from app.pipeline.rules import (
     marks_release_bad,
     mask,
@@ -146,8 +146,7 @@ def update_hosts(ctx: Context, deployment_id: int, updates: Mapping[str, Mapping
     with log lines, in one transaction."""
     secrets = ctx.secrets()
     with ctx.db.session() as session:
-        session.add_all([LogLine(deployment_id=deployment_id, text=mask(line.rstrip("\n"), secrets))
-                         for line in log])
+        session.add_all(log_rows(ctx, log, deployment_id=deployment_id))
         query = select(DeploymentHost).where(DeploymentHost.deployment_id == deployment_id)
         if len(updates) == 1:
             query = query.where(DeploymentHost.host == next(iter(updates)))

@@ -39,6 +39,7 @@ from app.pipeline.rules import (
     environments_for,
     pull_request_refusal,
     settings_hash,
+    stored_clone_url,
 )
 
 log = logging.getLogger(__name__)
@@ -215,7 +216,7 @@ def _claim_new(conn: Connection, received: Received, project: cfg.Project,
     build_id = conn.scalar(_statement(conn, "build"), {
         "project": project.name, "sha": work.sha, "settings_hash": settings_hash(project.build),
         "ref": work.ref, "repository": work.repository,
-        "clone_url": project.clone_url or work.clone_url, "changes_since": since,
+        "clone_url": stored_clone_url(project.clone_url, work.clone_url), "changes_since": since,
         "changes_base": base or None, "provider": received.provider,
         "delivery_id": received.delivery_id})
     if build_id is None:

@@ -10,6 +10,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from app import config as cfg
 from app.hooks.events import PullRequest, Push
@@ -134,11 +136,87 @@ def next_release_id(now: datetime, sha: str, latest: str | None) -> str:
 
 
 def mask(text: str, secrets: Iterable[str]) -> str:
-    """`text` with every secret value replaced by `***`."""
+    """`text` with every secret value replaced by `***`, and the token of any URL in it
+    (`https://user:TOKEN@host` -> `https://user:***@host`), configured or not."""
     for secret in sorted(secrets, key=len, reverse=True):
         if secret:
             text = text.replace(secret, "***")
-    return text
+    return _URL_USERINFO.sub(_masked_userinfo, text)
+
+
+def mask_all(value: Any, secrets: Iterable[str]) -> Any:
+    """`value` (JSON-like: dicts, lists, strings) with `mask` applied to every string in it."""
+    secrets = tuple(secrets)
+    if isinstance(value, str):
+        return mask(value, secrets)
+    if isinstance(value, dict):
+        return {key: mask_all(item, secrets) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [mask_all(item, secrets) for item in value]
+    return value
+
+
+# scheme://user[:password]@ ; the user part stops at what cannot be in it, so that
+# `ssh://git@host` is matched and `a@b` outside a URL is not.
+_URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^\s/@:?#]*)"
+                           r"(?::(?P<password>[^\s/@?#]*))?@")
+# A user name alone is a token over HTTP (`https://TOKEN@github.com`), a login over SSH.
+_TOKEN_AS_USER = ("http://", "https://")
+
+
+def _masked_userinfo(match: re.Match[str]) -> str:
+    scheme, user = match.group("scheme"), match.group("user")
+    if match.group("password") is not None:
+        return f"{scheme}{user}:***@"
+    if user and scheme.lower() in _TOKEN_AS_USER and user != "***":
+        return f"{scheme}***@"
+    return match.group(0)
+
+
+def without_credentials(url: str) -> str:
+    """`url` without the user and token it may carry: what may be stored and shown."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return mask(url, ())
+    if not parts.username and not parts.password:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def is_local_url(url: str | None) -> bool:
+    """Whether git would read `url` from this machine: a path, `file://`, or a remote
+    helper (`ext::...`, which runs a command here)."""
+    if not url:
+        return False
+    if url.startswith("file:") or "::" in url.split("/", 1)[0]:
+        return True
+    if "://" in url:
+        return False
+    head = url.split("/", 1)[0]
+    return ":" not in head  # `host:path` is scp-like SSH; anything else is a path
+
+
+LOCAL_PAYLOAD_URL = ("the payload's clone URL is a local path; set clone_url in conveyor.yml"
+                     " to build from a path")
+
+
+def stored_clone_url(configured: str | None, payload: str) -> str:
+    """What a build row keeps of where the repository is: never a credential."""
+    return without_credentials(configured or payload)
+
+
+def clone_source(configured: str | None, stored: str) -> tuple[str, str | None]:
+    """Where a build fetches from, and why it must not (or None): the pipeline file's
+    `clone_url` when set (credentials and all), else the push's URL, which may never name
+    a path on the worker (anyone holding a signed payload would choose what is read)."""
+    if configured:
+        return configured, None
+    return stored, LOCAL_PAYLOAD_URL if is_local_url(stored) else None
 
 
 def lock_name(project: str, environment: str) -> str:

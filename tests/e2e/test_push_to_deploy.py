@@ -31,6 +31,7 @@ projects:
     provider: github
     repo: acme/shop
     webhook_secret: ${{WEBHOOK_SECRET}}
+    clone_url: {clone_url}
     status:
       api_url: {api_url}
       token: ${{GITHUB_TOKEN}}
@@ -61,7 +62,8 @@ def test_a_signed_push_is_built_once_deployed_to_every_host_and_reported(
     after = git_repo.commit({"app.txt": "hello from the push\n"}, message="Ship it")
     pipeline_text = PIPELINE.format(
         key=fleet.client_key, known_hosts=fleet.known_hosts, api_url=forge.url,
-        hosts=", ".join(h.spec for h in fleet.hosts), path=fleet.deploy_path)
+        hosts=", ".join(h.spec for h in fleet.hosts), path=fleet.deploy_path,
+        clone_url=git_repo.url)
     _settings, env = conveyor.settings(tmp_path, database_url, redis_url, pipeline_text,
                                        {"GITHUB_TOKEN": GITHUB_TOKEN})
     body = conveyor.push_payload(fixture_json("github/push-branch-updated.json"),

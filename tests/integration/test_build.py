@@ -22,7 +22,8 @@ def order(repo: GitRepo, sha: str, **build_settings: object) -> pipeline.BuildOr
 
 
 def checkout(tmp_path: Path, repo: GitRepo, sha: str) -> Path:
-    mirror = build.update_mirror(tmp_path / "data", "shop", repo.url, lambda _text: None)
+    mirror = build.update_mirror(tmp_path / "data", "shop", repo.url, lambda _text: None,
+                                 allow_file=True)
     workspace = tmp_path / "ws" / sha
     build.checkout(mirror, sha, workspace)
     return workspace
@@ -41,7 +42,8 @@ def test_checkout_holds_exactly_the_pushed_commit(tmp_path: Path, git_repo: GitR
 
 def test_the_same_commit_packs_to_the_same_bytes(tmp_path: Path, git_repo: GitRepo) -> None:
     sha = git_repo.commit({"dist/b.txt": "b", "dist/a/x.sh": "#!/bin/sh\n", "other": "no"})
-    mirror = build.update_mirror(tmp_path / "data", "shop", git_repo.url, lambda _text: None)
+    mirror = build.update_mirror(tmp_path / "data", "shop", git_repo.url, lambda _text: None,
+                                 allow_file=True)
     artifacts = []
     for attempt in ("one", "two"):
         workspace = tmp_path / attempt

@@ -27,6 +27,7 @@ projects:
     provider: github
     repo: acme/shop
     webhook_secret: ${{WEBHOOK_SECRET}}
+    clone_url: {clone_url}
     status: {{api_url: "https://api.github.invalid", token: "${{STATUS_TOKEN}}"}}
     build:
       commands: {commands}
@@ -41,12 +42,12 @@ DEFAULT_COMMANDS = ["mkdir -p dist && cp app.txt dist/"]
 
 
 @pytest.fixture
-def make_ctx(worker_context: Callable[..., Context],
-             database_url: str) -> Callable[..., Context]:
+def make_ctx(worker_context: Callable[..., Context], database_url: str,
+             git_repo: GitRepo) -> Callable[..., Context]:
     def make(commands: list[str] = DEFAULT_COMMANDS, keep: int = 10,
              keep_failed: bool = False) -> Context:
         text = PIPELINE.format(commands=json.dumps(commands), keep=keep,
-                               keep_failed=str(keep_failed).lower())
+                               keep_failed=str(keep_failed).lower(), clone_url=git_repo.url)
         return worker_context(text, database_url, {"STATUS_TOKEN": STATUS_TOKEN})
     return make
 

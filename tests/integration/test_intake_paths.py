@@ -27,6 +27,7 @@ projects:
     provider: github
     repo: acme/monorepo
     webhook_secret: ${WEBHOOK_SECRET}
+    clone_url: CLONE_URL
     status: {api_url: "https://api.github.invalid", token: "status-token"}
     paths: ["services/shop/**", "libs/**"]
     pull_requests: build
@@ -39,7 +40,8 @@ projects:
 
 
 def mirror_of(tmp_path: Path, repo: GitRepo) -> Path:
-    return build.update_mirror(tmp_path / "data", "shop", repo.url, lambda _text: None)
+    return build.update_mirror(tmp_path / "data", "shop", repo.url, lambda _text: None,
+                              allow_file=True)
 
 
 # -- what changed -----------------------------------------------------------------------------
@@ -62,7 +64,8 @@ def test_a_new_branch_is_compared_with_the_default_branch(
     git_repo.commit({"docs/guide.md": "1"}, branch="feature/docs")
     tip = git_repo.commit({"docs/more.md": "2"}, branch="feature/docs")
     git_repo.commit({"services/shop/app.py": "2"}, branch="main")  # main moved on meanwhile
-    mirror = build.update_mirror(tmp_path / "data", "shop", git_repo.url, lambda _text: None)
+    mirror = build.update_mirror(tmp_path / "data", "shop", git_repo.url, lambda _text: None,
+                                 allow_file=True)
     assert sorted(changed_files(mirror, ZERO_SHA, tip, "main")) == [
         "docs/guide.md", "docs/more.md"]
     # No default branch known, or one the mirror lacks: every file of the commit counts.
@@ -89,8 +92,8 @@ def test_payload_values_never_become_git_options(tmp_path: Path, git_repo: GitRe
 
 
 @pytest.fixture
-def ctx(worker_context: Callable[..., Context], database_url: str) -> Context:
-    return worker_context(PIPELINE, database_url)
+def ctx(worker_context: Callable[..., Context], database_url: str, git_repo: GitRepo) -> Context:
+    return worker_context(PIPELINE.replace("CLONE_URL", git_repo.url), database_url)
 
 
 @pytest.fixture

@@ -5,53 +5,24 @@ signature or token."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
-import pytest
 import redis
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 
-from app import create_app
 from app.context import Context
-from app.models import Base, Build
+from app.models import Build
 from tests.support import conveyor, deliveries
-from tests.support.services import reset_redis
+from tests.support.intake import (  # noqa: F401 - fixtures are found by name
+    client_fixture,
+    ctx_fixture,
+    empty_history,
+    usual_event,
+)
 
-ENV = "hosts: [local], path: /srv/app"
-CONFIG = f"""\
-projects:
-  hello:
-    provider: github
-    repo: Codertocat/Hello-World
-    webhook_secret: ${{WEBHOOK_SECRET}}
-    pull_requests: build_forks
-    build: {{artifact: dist}}
-    environments: {{staging: {{branches: ["*"], tags: ["*"], {ENV}}}}}
-  diaspora:
-    provider: gitlab
-    repo: mike/diaspora
-    webhook_secret: ${{WEBHOOK_SECRET}}
-    build: {{artifact: dist}}
-    environments: {{staging: {{branches: ["*"], {ENV}}}}}
-  gitlab-test:
-    provider: gitlab
-    repo: gitlabhq/gitlab-test
-    webhook_secret: ${{WEBHOOK_SECRET}}
-    pull_requests: build_forks
-    build: {{artifact: dist}}
-    environments: {{staging: {{branches: ["*"], {ENV}}}}}
-  example:
-    provider: gitea
-    repo: example/example
-    webhook_secret: ${{WEBHOOK_SECRET}}
-    pull_requests: build_forks
-    build: {{artifact: dist}}
-    environments: {{staging: {{branches: ["*"], {ENV}}}}}
-"""
 PAYLOADS = {
     "github": ["github/push-branch-created.json", "github/push-tag-created-docs.json",
                "github/pull_request-synchronize.json", "github/ping-repo.json",
@@ -64,6 +35,9 @@ EVENTS = ["push", "pull_request", "ping", "Push Hook", "Tag Push Hook", "Merge R
 CONTENT_TYPES = ["application/json", "application/x-www-form-urlencoded", "text/plain", "",
                  "application/json; charset=utf-8", "multipart/form-data; boundary=x"]
 
+# Header values as they reach the app: Latin-1, control characters and all, some long.
+header_text = st.text(st.characters(max_codepoint=255, exclude_characters="\r\n"),
+                      max_size=40) | st.sampled_from(["d" * 10_000, "d\x00", "d\x7f"])
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=50)
     | st.sampled_from(["0" * 40, "a" * 40, "refs/heads/main", "refs/tags/v1", "main"]),
@@ -72,10 +46,30 @@ json_values = st.recursive(
     max_leaves=8)
 
 
-PAYLOAD_EVENTS = {"push-": {"github": "push", "gitlab": "Push Hook", "gitea": "push"},
-                  "pull": {"github": "pull_request", "gitlab": "Merge Request Hook",
-                           "gitea": "pull_request"},
-                  "merge": {"gitlab": "Merge Request Hook"}, "ping": {"github": "ping"}}
+# Text a forge's JSON encoder never writes, put where a field's value goes.
+odd_literals = st.sampled_from(["NaN", "Infinity", '"\\ud800"', '"\\udfff x"', "9" * 5000,
+                                "1e999", '"\\u0000"', "[" * 70 + "]" * 70])
+
+
+@st.composite
+def odd_bodies(draw: st.DrawFn, text: bytes) -> bytes:
+    """The payload's JSON made into something no forge sends: nested too deep, a literal
+    Python's reader takes but a forge never writes, a key given twice, bytes not UTF-8."""
+    kind = draw(st.sampled_from(["deep", "literal", "duplicate", "bytes", "bom"]))
+    if kind == "deep":
+        depth = draw(st.sampled_from([63, 64, 65, 1000, 100_000]))
+        return text[:-1] + b', "extra": ' + b"[" * depth + b"]" * depth + b"}"
+    if kind == "literal":
+        return text[:-1] + b', "extra": ' + draw(odd_literals).encode() + b"}"
+    if kind == "duplicate":
+        key = draw(st.sampled_from(["ref", "after", "repository", "project", "pull_request"]))
+        value = json.dumps(draw(json_values)).encode()
+        return text[:-1] + b', "' + key.encode() + b'": ' + value + b"}"
+    if kind == "bytes":
+        at = draw(st.integers(0, len(text)))
+        odd = draw(st.sampled_from([b"\xff", b"\xed\xa0\x80", b"\xc3", b"\x00"]))
+        return text[:at] + odd + text[at:]
+    return b"\xef\xbb\xbf" + text
 
 
 @st.composite
@@ -101,11 +95,11 @@ def requests(draw: st.DrawFn) -> tuple[str, bytes, dict[str, str], bool]:
             target[draw(st.sampled_from(sorted(target)))] = draw(json_values)
     text = json.dumps(payload).encode()
     body = sometimes(st.one_of(st.just(deliveries.form(text)), st.binary(max_size=300),
-                               json_values.map(lambda v: json.dumps(v).encode())), text)
-    usual_event = next(events[provider] for prefix, events in PAYLOAD_EVENTS.items()
-                       if name.split("/")[1].startswith(prefix) and provider in events)
-    event_name = sometimes(st.sampled_from(EVENTS) | st.text(max_size=20), usual_event)
-    delivery = sometimes(st.text(max_size=40), f"d-{draw(st.integers(0, 10**9))}")
+                               json_values.map(lambda v: json.dumps(v).encode()),
+                               odd_bodies(text), odd_bodies(text).map(deliveries.form_bytes)),
+                     text)
+    event_name = sometimes(st.sampled_from(EVENTS) | header_text, usual_event(name))
+    delivery = sometimes(header_text, f"d-{draw(st.integers(0, 10**9))}")
     signer = sometimes(st.sampled_from(["wrong secret", "other body", "none", "garbage"]),
                        "right")
     secret = {"right": conveyor.SECRET, "other body": conveyor.SECRET}.get(signer, "nope")
@@ -124,23 +118,14 @@ def requests(draw: st.DrawFn) -> tuple[str, bytes, dict[str, str], bool]:
 
 
 def _header_safe(value: str) -> bool:
-    return all(32 <= ord(c) < 127 for c in value)
+    """What an HTTP header can carry: Latin-1 (as WSGI reads it), no line breaks."""
+    return all(ord(c) < 256 for c in value) and not any(c in value for c in "\r\n")
 
 
 def work(ctx: Context, queues: redis.Redis) -> tuple[int, int]:
     with ctx.db.session() as session:
         builds = session.scalar(select(func.count()).select_from(Build)) or 0
     return builds, len(queues.keys("rq:job:*"))
-
-
-@pytest.fixture
-def ctx(tmp_path: Path, redis_url: str, redis_db: redis.Redis) -> Context:
-    return conveyor.context(tmp_path, f"sqlite:///{tmp_path / 'conveyor.db'}", redis_url, CONFIG)
-
-
-@pytest.fixture
-def client(ctx: Context) -> FlaskClient:
-    return create_app(context=ctx).test_client()
 
 
 @settings(max_examples=200, deadline=None,
@@ -150,10 +135,7 @@ def test_no_5xx_and_no_work_without_the_right_credentials(
         client: FlaskClient, ctx: Context, redis_db: redis.Redis, redis_url: str,
         request: tuple[str, bytes, dict[str, str], bool]) -> None:
     provider, body, headers, right = request
-    with ctx.db.session() as session:  # each example starts from an empty history and queue
-        for table in reversed(Base.metadata.sorted_tables):
-            session.execute(delete(table))
-    reset_redis(redis_url)
+    empty_history(ctx, redis_url)  # each example starts from an empty history and queue
     before = work(ctx, redis_db)
     answer = client.post(f"/hooks/{provider}", data=body, headers=headers)
     assert answer.status_code < 500, answer.get_data(as_text=True)

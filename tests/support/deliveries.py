@@ -18,6 +18,7 @@ from app.context import Context
 from tests.support.conveyor import SECRET
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
+FORM_TYPE = "application/x-www-form-urlencoded"
 
 
 def fixture_bytes(name: str) -> bytes:
@@ -91,6 +92,11 @@ def signed(provider: str, body: bytes, event: str, delivery: str,
 def form(payload: bytes) -> bytes:
     """The form-encoded body GitHub and Gitea send when the hook's content type is form."""
     return urlencode({"payload": payload.decode()}).encode()
+
+
+def form_bytes(payload: bytes) -> bytes:
+    """A form body of `payload=` carrying any bytes, percent-encoded (not UTF-8 perhaps)."""
+    return urlencode({"payload": payload}).encode()
 
 
 def run_dispatch_jobs(ctx: Context, queues: redis.Redis) -> list[str]:

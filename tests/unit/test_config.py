@@ -67,7 +67,9 @@ def test_a_valid_file_is_read_with_interpolation_and_durations() -> None:
     assert staging.hosts[2].host_key == "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA"
     assert staging.hosts[3].is_local
     assert conf.find_project("github", "ACME/Shop") is shop
-    assert set(conf.secrets()) == {"s3cret", "ghp_x"}
+    # Status tokens and webhook secrets whatever their length; `${SSH_KEY}` as a value of 6+
+    # characters that came from the environment (SPEC §7: every such value is a secret).
+    assert set(conf.secrets()) == {"s3cret", "ghp_x", "/keys/id"}
 
 
 def test_a_misspelled_key_names_file_line_and_key_path() -> None:
@@ -119,3 +121,31 @@ def test_durations() -> None:
     assert [config.parse_duration(v) for v in ("90", "90s", "15m", "1h", 30)] == \
         [90, 90, 900, 3600, 30]
     assert config.parse_duration("1d") is None
+
+
+SECRETS = """\
+projects:
+  shop:
+    provider: github
+    repo: acme/shop
+    webhook_secret: hook-secret
+    clone_url: https://x-access-token:${CLONE_TOKEN}@github.com/acme/shop.git
+    build:
+      commands: ["echo ${LONG_VALUE} ${SHORT}", "git ls-remote https://bot:inline-token@h/x",
+                 "git ls-remote ssh://git@github.com/acme/shop.git"]
+      artifact: dist
+    environments:
+      staging: {branches: [main], hosts: [local], path: /srv/shop}
+"""
+
+
+def test_every_var_value_of_six_characters_and_every_url_token_is_a_secret() -> None:
+    conf = parse(SECRETS, {"CLONE_TOKEN": "ghs_clone", "LONG_VALUE": "sixsix", "SHORT": "five5"})
+    # A value under 6 characters is not one: `main`, `true` or `3` would be starred in every
+    # line that says them, hiding what the line says and protecting nothing.
+    assert set(conf.secrets()) == {"hook-secret", "ghs_clone", "sixsix", "inline-token"}
+
+
+def test_a_url_login_is_not_a_secret_but_a_token_alone_over_https_is() -> None:
+    assert config.url_tokens("ssh://git@github.com/a.git https://ghp_tokenonly@github.com/a") \
+        == {"ghp_tokenonly"}

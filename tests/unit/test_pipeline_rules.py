@@ -81,3 +81,38 @@ def test_descriptions_fit_githubs_limit_and_say_what_happened() -> None:
     assert pipeline.deployment_description(done) == "Deployed r1 to staging in 1m15s"
     failed = Deployment(environment="staging", state="failed", error="x" * 300)
     assert pipeline.deployment_description(failed).startswith("Deploy to staging failed: x")
+
+
+def test_the_token_of_any_url_is_masked_even_when_it_is_no_configured_secret() -> None:
+    text = ("fetching https://x-access-token:ghs_1@github.com/a.git, https://ghp_2@github.com/b,"
+            " ssh://git@github.com/c.git and git@github.com:d.git; mail a@b.example")
+    assert pipeline.mask(text, ()) == (
+        "fetching https://x-access-token:***@github.com/a.git, https://***@github.com/b,"
+        " ssh://git@github.com/c.git and git@github.com:d.git; mail a@b.example")
+    assert pipeline.mask_all({"a": ["x secret", {"b": "secret"}], "n": 3}, ["secret"]) == \
+        {"a": ["x ***", {"b": "***"}], "n": 3}
+
+
+def test_a_stored_clone_url_holds_no_credential() -> None:
+    assert pipeline.without_credentials("https://u:tok@h.example:8443/a.git") == \
+        "https://h.example:8443/a.git"
+    assert pipeline.without_credentials("https://tok@[::1]/a.git") == "https://[::1]/a.git"
+    assert pipeline.without_credentials("git@github.com:a/b.git") == "git@github.com:a/b.git"
+
+
+def test_which_clone_urls_read_the_worker_itself() -> None:
+    local = ["/srv/git/shop.git", "./shop", "shop.git", "file:///srv/shop.git",
+             "ext::sh -c touch% /tmp/x"]
+    remote = ["https://github.com/a/b.git", "ssh://git@h/a.git", "git@github.com:a/b.git",
+              "git://h/a.git"]
+    assert [pipeline.is_local_url(url) for url in local] == [True] * len(local)
+    assert [pipeline.is_local_url(url) for url in remote] == [False] * len(remote)
+
+
+def test_a_build_fetches_from_the_configured_clone_url_and_never_a_payloads_path() -> None:
+    configured = "https://u:tok@h/a.git"
+    assert pipeline.clone_source(configured, "/etc") == (configured, None)
+    assert pipeline.clone_source("/srv/a.git", "https://h/x.git") == ("/srv/a.git", None)
+    assert pipeline.clone_source(None, "https://h/a.git") == ("https://h/a.git", None)
+    _url, refusal = pipeline.clone_source(None, "/home/conveyor/.ssh")
+    assert refusal is not None and "set clone_url in conveyor.yml" in refusal
