@@ -21,6 +21,10 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 PROVIDERS = ("github", "gitlab", "gitea")
 PULL_REQUESTS = ("off", "build", "build_forks")
 APPROVALS = ("auto", "manual")  # continuous deployment, continuous delivery
+# The events a chat notification may be sent on (SPEC §5).
+CHAT_EVENTS = ("started", "succeeded", "failed", "rolled_back", "awaiting_approval",
+               "build_failed")
+STORES = ("local", "s3")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # A `${VAR}` value shorter than this is not masked: `3`, `main` or `true` would be starred
 # all over every log line and answer, hiding what they say and protecting nothing.
@@ -116,6 +120,22 @@ class Status:
 
 
 @dataclass(frozen=True)
+class Notify:
+    """A chat webhook (Slack's format) and the events sent to it."""
+
+    slack: str
+    events: tuple[str, ...] = ("failed", "succeeded", "awaiting_approval")
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    """Where artifacts live between build and deploy: `local` (the data dir) or `s3`."""
+
+    store: str = "local"
+    s3: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Project:
     name: str
     provider: str
@@ -127,6 +147,7 @@ class Project:
     status: Status | None = None
     pull_requests: str = "off"           # off | build | build_forks
     paths: tuple[str, ...] = ()          # monorepos: only pushes touching these
+    notify: tuple[Notify, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -143,6 +164,7 @@ class Config:
     ssh: Ssh
     projects: Mapping[str, Project]
     path: Path
+    artifacts: Artifacts = field(default_factory=Artifacts)
     # Every `${VAR}` value of MIN_SECRET characters or more, and every token of a URL.
     substituted: frozenset[str] = frozenset()
 
@@ -359,11 +381,13 @@ class _Reader:
     def config(self, root: Node | None, path: Path) -> Config | None:
         if root is None:
             return None
-        top = self.mapping(root, "", {"server": False, "ssh": False, "projects": True})
+        top = self.mapping(root, "", {"server": False, "ssh": False, "artifacts": False,
+                                      "projects": True})
         server = self.mapping(top.get("server"), "server", {"public_url": False})
         public_url = self.optional(server, "public_url", "server", self.string,
                                    "http://127.0.0.1:8000")
         ssh = self.ssh(top.get("ssh"))
+        artifacts = self.artifacts(top.get("artifacts"))
         projects: dict[str, Project] = {}
         if "projects" in top:
             for name, _key, node in self.entries(top["projects"], "projects"):
@@ -371,7 +395,24 @@ class _Reader:
                 if project:
                     projects[name] = project
         return Config(public_url=public_url.rstrip("/"), ssh=ssh, projects=projects, path=path,
-                      substituted=frozenset(self.secrets))
+                      artifacts=artifacts, substituted=frozenset(self.secrets))
+
+    def artifacts(self, node: Node | None) -> Artifacts:
+        nodes = self.mapping(node, "artifacts", {"store": False, "s3": False})
+        store = self.optional(nodes, "store", "artifacts",
+                              lambda n, p: self.choice(n, p, STORES), "local")
+        s3: dict[str, str] = {}
+        if "s3" in nodes:
+            keys = {"bucket": True, "prefix": False, "endpoint_url": False, "region": False}
+            found = self.mapping(nodes["s3"], "artifacts.s3", keys)
+            for key, value in found.items():
+                text = self.string(value, f"artifacts.s3.{key}")
+                if text is not None:
+                    s3[key] = text
+        if store == "s3":
+            self.problem(nodes["store"], "artifacts.store",
+                         "s3 is not supported yet by this version; use local")
+        return Artifacts(store=store, s3=s3)
 
     def ssh(self, node: Node | None) -> Ssh:
         keys = {"key": False, "known_hosts": False, "connect_timeout": False,
@@ -389,7 +430,7 @@ class _Reader:
     def project(self, name: str, node: Node, path: str) -> Project | None:
         keys = {"provider": True, "repo": True, "webhook_secret": True, "clone_url": False,
                 "status": False, "build": True, "environments": True, "pull_requests": False,
-                "paths": False}
+                "paths": False, "notify": False}
         nodes = self.mapping(node, path, keys)
         before = len(self.problems)
         provider = self.optional(nodes, "provider", path,
@@ -401,6 +442,7 @@ class _Reader:
         pull_requests = self.optional(nodes, "pull_requests", path,
                                       lambda n, p: self.choice(n, p, PULL_REQUESTS), "off")
         paths = self.optional(nodes, "paths", path, self.strings, ())
+        notify = self.notify(nodes["notify"], f"{path}.notify") if "notify" in nodes else ()
         status = self.status(nodes["status"], f"{path}.status") if "status" in nodes else None
         build = self.build(nodes["build"], f"{path}.build") if "build" in nodes else None
         environments: dict[str, Environment] = {}
@@ -415,7 +457,29 @@ class _Reader:
             return None
         return Project(name=name, provider=provider, repo=repo, webhook_secret=secret,
                        build=build, environments=environments, clone_url=clone_url,
-                       status=status, pull_requests=pull_requests, paths=paths)
+                       status=status, pull_requests=pull_requests, paths=paths,
+                       notify=notify)
+
+    def notify(self, node: Node, path: str) -> tuple[Notify, ...]:
+        if not isinstance(node, SequenceNode):
+            self.problem(node, path, "must be a list of {slack: <webhook URL>, events: [...]}")
+            return ()
+        found = []
+        for i, item in enumerate(node.value):
+            here = f"{path}[{i}]"
+            nodes = self.mapping(item, here, {"slack": True, "events": False})
+            url = self.optional(nodes, "slack", here, lambda n, p: self.string(n, p, secret=True),
+                                None)
+            events = self.optional(nodes, "events", here, self.strings, Notify.events)
+            unknown = [e for e in events if e not in CHAT_EVENTS]
+            if unknown:
+                self.problem(nodes["events"], f"{here}.events", f"{unknown[0]!r} is not an event;"
+                             f" events: {', '.join(CHAT_EVENTS)}")
+            if url and not url.startswith(("https://", "http://")):
+                self.problem(nodes["slack"], f"{here}.slack", "must be an http(s) webhook URL")
+            elif url and not unknown:
+                found.append(Notify(slack=url, events=tuple(events)))
+        return tuple(found)
 
     def status(self, node: Node, path: str) -> Status | None:
         nodes = self.mapping(node, path, {"api_url": True, "token": True, "deployments": False})

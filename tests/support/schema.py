@@ -5,10 +5,16 @@ from __future__ import annotations
 from sqlalchemy import text
 
 from app.db import Database
+from app.db import revisions as code_revisions
 
 FUTURE = "9999_from_a_newer_conveyor"
 NEWER = (f"the database schema is newer than this Conveyor (revision {FUTURE});"
          " upgrade Conveyor")
+
+
+def heads() -> set[str]:
+    """The revisions a database this code migrated is at."""
+    return set(code_revisions().heads)
 
 
 def revisions(database_url: str) -> set[str]:

@@ -149,3 +149,27 @@ def test_every_var_value_of_six_characters_and_every_url_token_is_a_secret() -> 
 def test_a_url_login_is_not_a_secret_but_a_token_alone_over_https_is() -> None:
     assert config.url_tokens("ssh://git@github.com/a.git https://ghp_tokenonly@github.com/a") \
         == {"ghp_tokenonly"}
+
+
+def test_the_whole_example_of_spec_section_3_is_accepted() -> None:
+    # SPEC's pinned key is a placeholder ("AAAA..."), which is no key: a real one stands in.
+    text = (Path(__file__).parent.parent / "fixtures/spec-example.yml").read_text().replace(
+        "AAAAC3NzaC1lZDI1NTE5AAAA...", "AAAAC3NzaC1lZDI1NTE5AAAAIBWbRfjJXmOdVgJ8NAp5IY0QJ7m9z1")
+    env = {"CONVEYOR_SSH_KEY": "/etc/conveyor/id_ed25519", "SHOP_WEBHOOK_SECRET": "s3cret-hook",
+           "GITHUB_TOKEN": "ghp_example_token", "SLACK_WEBHOOK_URL": "https://hooks.slack.com/x"}
+    conf = config.parse(text, Path("conveyor.yml"), env)
+    shop = conf.projects["shop"]
+    production = shop.environments["production"]
+    assert (production.promote_from, production.approval) == ("staging", "manual")
+    assert shop.environments["staging"].approval == "auto"
+    assert shop.notify == (config.Notify(slack="https://hooks.slack.com/x",
+                                         events=("failed", "succeeded", "awaiting_approval")),)
+    assert conf.artifacts.store == "local" and conf.artifacts.s3["bucket"] == "conveyor-artifacts"
+
+
+def test_a_promotion_names_an_environment_and_an_approval_is_auto_or_manual() -> None:
+    found = problems(GOOD.replace("keep_releases: 3", "keep_releases: 3\n        promote_from: qa"))
+    assert len(found) == 1 and found[0].endswith(
+        "staging.promote_from: names no environment of this project: 'qa' (environments: none)")
+    found = problems(GOOD.replace("keep_releases: 3", "keep_releases: 3\n        approval: later"))
+    assert found[0].endswith("approval: must be one of auto, manual, not 'later'")
