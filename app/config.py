@@ -64,6 +64,7 @@ class Healthcheck:
     retries: int = 10
     interval: int = 2
     timeout: int = 30
+    watch: int = 0      # seconds to keep checking after the last batch is live; 0 = no watch
 
     #: An attempt past its timeout gets TERM, then KILL this many seconds later.
     KILL_AFTER = 5
@@ -292,13 +293,16 @@ class _Reader:
             return None
         return int(value)
 
-    def duration(self, node: Node, path: str) -> int | None:
+    def duration(self, node: Node, path: str, *, zero: bool = False) -> int | None:
+        """A duration in seconds; 0 only where `zero` allows it (it means "none" there)."""
         value = self.string(node, path)
         if value is None:
             return None
         seconds = parse_duration(value)
-        if not seconds:
-            self.problem(node, path, f"must be a duration like 90, 90s, 15m or 1h, not {value!r}")
+        if seconds is None or (seconds == 0 and not zero):
+            like = "0 (none), 90, 90s, 15m or 1h" if zero else "90, 90s, 15m or 1h"
+            self.problem(node, path, f"must be a duration like {like}, not {value!r}")
+            return None
         return seconds
 
     def boolean(self, node: Node, path: str) -> bool | None:
@@ -466,15 +470,19 @@ class _Reader:
                            healthcheck=healthcheck)
 
     def healthcheck(self, node: Node, path: str) -> Healthcheck | None:
-        keys = {"command": True, "retries": False, "interval": False, "timeout": False}
+        keys = {"command": True, "retries": False, "interval": False, "timeout": False,
+                "watch": False}
         nodes = self.mapping(node, path, keys)
         command = self.optional(nodes, "command", path, self.string, None)
         retries = self.optional(nodes, "retries", path, lambda n, p: self.integer(n, p, 1), 10)
         interval = self.optional(nodes, "interval", path, self.duration, 2)
         timeout = self.optional(nodes, "timeout", path, self.duration, 30)
+        watch = self.optional(nodes, "watch", path,
+                              lambda n, p: self.duration(n, p, zero=True), 0)
         if not command:
             return None
-        return Healthcheck(command=command, retries=retries, interval=interval, timeout=timeout)
+        return Healthcheck(command=command, retries=retries, interval=interval, timeout=timeout,
+                           watch=watch)
 
     def hosts(self, node: Node, path: str) -> tuple[Host, ...]:
         if not isinstance(node, SequenceNode) or not node.value:

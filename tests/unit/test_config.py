@@ -119,3 +119,27 @@ def test_durations() -> None:
     assert [config.parse_duration(v) for v in ("90", "90s", "15m", "1h", 30)] == \
         [90, 90, 900, 3600, 30]
     assert config.parse_duration("1d") is None
+
+
+def with_healthcheck(settings: str) -> str:
+    """GOOD with `healthcheck: {command: ..., <settings>}` on its last line, staging's."""
+    return GOOD + f"        healthcheck: {{command: 'curl -fsS localhost/health', {settings}}}\n"
+
+
+def test_a_health_check_watch_is_a_duration_and_zero_or_absent_means_none() -> None:
+    staging = parse(with_healthcheck("watch: 2m")).projects["shop"].environments["staging"]
+    assert staging.healthcheck is not None and staging.healthcheck.watch == 120
+    for settings, watch in (("watch: 0", 0), ("watch: 45s", 45), ("retries: 3", 0)):
+        found = parse(with_healthcheck(settings)).projects["shop"].environments["staging"]
+        assert found.healthcheck is not None and found.healthcheck.watch == watch, settings
+
+
+def test_a_bad_watch_names_its_line_and_zero_stays_refused_elsewhere() -> None:
+    line = GOOD.count("\n") + 1
+    for value in ("-1", "soon"):
+        assert problems(with_healthcheck(f"watch: {value}")) == [
+            f"conveyor.yml:{line}: projects.shop.environments.staging.healthcheck.watch: must"
+            f" be a duration like 0 (none), 90, 90s, 15m or 1h, not {value!r}"]
+    assert problems(with_healthcheck("interval: 0")) == [
+        f"conveyor.yml:{line}: projects.shop.environments.staging.healthcheck.interval: must"
+        " be a duration like 90, 90s, 15m or 1h, not '0'"]
