@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -74,6 +74,28 @@ class Healthcheck:
         """The longest the check can take on a host: every attempt timed out, and the waits."""
         attempts = self.retries * (self.timeout + self.KILL_AFTER)
         return attempts + (self.retries - 1) * self.interval
+
+    @property
+    def once(self) -> Healthcheck:
+        """This check with a single attempt: one round of the watch after the switch."""
+        return replace(self, retries=1)
+
+    @property
+    def watch_rounds(self) -> tuple[int, ...]:
+        """When each round of the watch is due, in seconds after the last batch is live: every
+        `interval` until `watch` (once, at `watch`, when that is shorter); none without one."""
+        if self.watch <= 0:
+            return ()
+        interval = max(self.interval, 1)
+        count = max(1, self.watch // interval)
+        return tuple(min(n * interval, self.watch) for n in range(1, count + 1))
+
+    def watch_longest(self, step_timeout: int) -> int:
+        """The longest the watch can take: each round late by the ones before, each at its
+        longest, and one more that hangs for a step's own deadline (`step_timeout`)."""
+        if self.watch <= 0:
+            return 0
+        return self.watch + len(self.watch_rounds) * self.once.longest + step_timeout
 
 
 @dataclass(frozen=True)
