@@ -306,15 +306,18 @@ class Deployer:
             self._each(self._check, self.runs, len(self.runs))
             failed = self._failed()
             if failed:
-                took = round(time.monotonic() - started)
-                undone = self._undo()
-                if undone:
-                    return "error", undone
-                return self._verdict(failed), _summary(f"watch failed after {took} s", failed,
-                                                       "every host put back")
+                return self._watch_failed(failed, round(time.monotonic() - started))
         for host_run in self.runs:
             self._say(host_run, f"healthy for {check.watch} s of watch ({len(rounds)} checks)")
         return None
+
+    def _watch_failed(self, failed: list[HostRun], took: int) -> tuple[str, str]:
+        """Put every host back after a failed round; the deployment's outcome."""
+        undone = self._undo()
+        if undone:
+            return "error", undone
+        return self._verdict(failed), _summary(f"watch failed after {took} s", failed,
+                                               "every host put back")
 
     def _check(self, host_run: HostRun) -> None:
         """One round of the watch on a host: one attempt of the health check, quietly when
