@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -73,6 +73,7 @@ class Healthcheck:
     retries: int = 10
     interval: int = 2
     timeout: int = 30
+    watch: int = 0      # seconds to keep checking after the last batch is live; 0 = no watch
 
     #: An attempt past its timeout gets TERM, then KILL this many seconds later.
     KILL_AFTER = 5
@@ -82,6 +83,28 @@ class Healthcheck:
         """The longest the check can take on a host: every attempt timed out, and the waits."""
         attempts = self.retries * (self.timeout + self.KILL_AFTER)
         return attempts + (self.retries - 1) * self.interval
+
+    @property
+    def once(self) -> Healthcheck:
+        """This check with a single attempt: one round of the watch after the switch."""
+        return replace(self, retries=1)
+
+    @property
+    def watch_rounds(self) -> tuple[int, ...]:
+        """When each round of the watch is due, in seconds after the last batch is live: every
+        `interval` until `watch` (once, at `watch`, when that is shorter); none without one."""
+        if self.watch <= 0:
+            return ()
+        interval = max(self.interval, 1)
+        count = max(1, self.watch // interval)
+        return tuple(min(n * interval, self.watch) for n in range(1, count + 1))
+
+    def watch_longest(self, step_timeout: int) -> int:
+        """The longest the watch can take: each round late by the ones before, each at its
+        longest, and one more that hangs for a step's own deadline (`step_timeout`)."""
+        if self.watch <= 0:
+            return 0
+        return self.watch + len(self.watch_rounds) * self.once.longest + step_timeout
 
 
 @dataclass(frozen=True)
@@ -346,13 +369,16 @@ class _Reader:
             return None
         return int(value)
 
-    def duration(self, node: Node, path: str) -> int | None:
+    def duration(self, node: Node, path: str, *, zero: bool = False) -> int | None:
+        """A duration in seconds; 0 only where `zero` allows it (it means "none" there)."""
         value = self.string(node, path)
         if value is None:
             return None
         seconds = parse_duration(value)
-        if not seconds:
-            self.problem(node, path, f"must be a duration like 90, 90s, 15m or 1h, not {value!r}")
+        if seconds is None or (seconds == 0 and not zero):
+            like = "0 (none), 90, 90s, 15m or 1h" if zero else "90, 90s, 15m or 1h"
+            self.problem(node, path, f"must be a duration like {like}, not {value!r}")
+            return None
         return seconds
 
     def boolean(self, node: Node, path: str) -> bool | None:
@@ -592,15 +618,19 @@ class _Reader:
                 source = environments[source].promote_from if source in environments else None
 
     def healthcheck(self, node: Node, path: str) -> Healthcheck | None:
-        keys = {"command": True, "retries": False, "interval": False, "timeout": False}
+        keys = {"command": True, "retries": False, "interval": False, "timeout": False,
+                "watch": False}
         nodes = self.mapping(node, path, keys)
         command = self.optional(nodes, "command", path, self.string, None)
         retries = self.optional(nodes, "retries", path, lambda n, p: self.integer(n, p, 1), 10)
         interval = self.optional(nodes, "interval", path, self.duration, 2)
         timeout = self.optional(nodes, "timeout", path, self.duration, 30)
+        watch = self.optional(nodes, "watch", path,
+                              lambda n, p: self.duration(n, p, zero=True), 0)
         if not command:
             return None
-        return Healthcheck(command=command, retries=retries, interval=interval, timeout=timeout)
+        return Healthcheck(command=command, retries=retries, interval=interval, timeout=timeout,
+                           watch=watch)
 
     def hosts(self, node: Node, path: str) -> tuple[Host, ...]:
         if not isinstance(node, SequenceNode) or not node.value:

@@ -7,6 +7,8 @@ half-made releases and ends the deployment with no host switched.
 *activate* then switches `current` on `batch` hosts at a time (0: all together), runs
 `after_activate` and the health check there; a failure puts every host switched so far back
 on its previous release (running `after_activate` there) and removes the new release.
+*watch* (with `healthcheck.watch`) then runs the health check once on every host, every
+`interval`, for that long; a failure there puts every host back the same way.
 Then old releases are pruned. What runs on a host is data (`workers.remote`); how it runs
 is the transport; what the outcome means (states, good and bad releases) is the pipeline's.
 """
@@ -222,9 +224,9 @@ class Deployer:
                 self._each(self._discard, self._reached(), self.env.parallel)
             self._settle(kept=keep)
             if failed:
-                return self._verdict(failed), _summary(
-                    "prepare", failed, "no host changed" + ("; the prepared hosts keep the"
-                                                            " release for a retry" if keep else ""))
+                kept = "; the prepared hosts keep the release for a retry" if keep else ""
+                return self._verdict(failed), _summary("prepare failed", failed,
+                                                       "no host changed" + kept)
             if self.lock_lost.is_set():
                 return "error", LOCK_LOST
             return "canceled", f"canceled by {self.canceled_by}; no host changed"
@@ -237,9 +239,7 @@ class Deployer:
             if self.lock_lost.is_set():
                 return "error", self._undo() or LOCK_LOST
             if self._canceled():
-                undone = self._undo()
-                return ("error", undone) if undone else (
-                    "canceled", f"canceled by {self.canceled_by}; every switched host put back")
+                return self._cancel_now()
             switching = [self.runs[index] for index in batch]
             self._each(self._activate, switching, len(switching))
             failed = self._failed()
@@ -250,8 +250,11 @@ class Deployer:
                 undone = self._undo()
                 if undone:
                     return "error", undone
-                return self._verdict(failed), _summary("activate", failed,
+                return self._verdict(failed), _summary("activate failed", failed,
                                                        "every switched host put back")
+        watched = self._watch()
+        if watched is not None:
+            return watched
         self._each(self._prune, self.runs, self.env.parallel)
         self._record({r: {"state": "succeeded", "step": "live", "release": self.order.release_id,
                           "timings": dict(r.timings)} for r in self.runs})
@@ -325,6 +328,50 @@ class Deployer:
             self._note(host_run, step="healthcheck" if check else "after_activate")
             with self._timed(host_run, "after_activate"):
                 self._step(host_run, after, self.timeout + remote.healthcheck_seconds(check))
+
+    def _watch(self) -> tuple[str, str | None] | None:
+        """Every host live: check them all every `interval` for `watch` seconds. A failure, a
+        host lost or the lock lost puts every host back; the outcome then, else None."""
+        check = self.env.healthcheck
+        if check is None or check.watch <= 0:
+            return None
+        self._record({r: {"step": "watch"} for r in self.runs})
+        started = time.monotonic()
+        rounds = check.watch_rounds
+        for due in rounds:
+            # Waiting on the lock's event: a lost lock ends the watch now, not at the round.
+            if self.lock_lost.wait(max(0.0, started + due - time.monotonic())):
+                took = round(time.monotonic() - started)
+                return "error", self._undo() or f"watch stopped after {took} s: {LOCK_LOST}"
+            if self._canceled():
+                return self._cancel_now()
+            self._each(self._check, self.runs, len(self.runs))
+            failed = self._failed()
+            if failed:
+                return self._watch_failed(failed, round(time.monotonic() - started))
+        for host_run in self.runs:
+            self._say(host_run, f"healthy for {check.watch} s of watch ({len(rounds)} checks)")
+        return None
+
+    def _watch_failed(self, failed: list[HostRun], took: int) -> tuple[str, str]:
+        """Put every host back after a failed round; the deployment's outcome."""
+        undone = self._undo()
+        if undone:
+            return "error", undone
+        return self._verdict(failed), _summary(f"watch failed after {took} s", failed,
+                                               "every host put back")
+
+    def _check(self, host_run: HostRun) -> None:
+        """One round of the watch on a host: one attempt of the health check, quietly when
+        it passes (a long watch would fill the log with the same line)."""
+        self._checkpoint()
+        check = self.env.healthcheck
+        assert check is not None
+        step = remote.healthcheck(self.env.path, self.order.release_id, self._env(host_run),
+                                  check)
+        with self._timed(host_run, "watch"):
+            self._step(host_run, step, self.timeout + remote.healthcheck_seconds(check.once),
+                       quiet=(0,))
 
     def _prune(self, host_run: HostRun) -> None:
         """Prune old releases; a failure here is only logged: the release is live."""
@@ -504,6 +551,13 @@ class Deployer:
         if self.stop.is_set() or self.lock_lost.is_set() or self._canceled():
             raise Canceled
 
+    def _cancel_now(self) -> tuple[str, str]:
+        """Someone canceled the deployment after hosts switched: put them back."""
+        undone = self._undo()
+        if undone:
+            return "error", undone
+        return "canceled", f"canceled by {self.canceled_by}; every switched host put back"
+
     def _canceled(self) -> bool:
         """Whether someone asked to cancel the deployment (asked once, remembered)."""
         if self.canceled_by is None:
@@ -621,10 +675,10 @@ def _output_lines(stdout: str, stderr: str) -> list[str]:
     return (stdout + stderr).splitlines()
 
 
-def _summary(phase: str, failed: list[HostRun], outcome: str) -> str:
+def _summary(headline: str, failed: list[HostRun], outcome: str) -> str:
     first = failed[0].error or "failed"
     more = f" (and {len(failed) - 1} more host(s))" if len(failed) > 1 else ""
-    return f"{phase} failed, {outcome}: {first}{more}"
+    return f"{headline}, {outcome}: {first}{more}"
 
 
 def plan(env: cfg.Environment, *, project: str, sha: str, ref: str,
@@ -665,6 +719,9 @@ def plan(env: cfg.Environment, *, project: str, sha: str, ref: str,
         check = env.healthcheck
         lines.append(f"  health check: {check.command} ({check.retries} attempt(s),"
                      f" {check.interval}s apart, {check.timeout}s each)")
+        if check.watch:
+            lines.append(f"watch: the health check once on every host every {check.interval}s"
+                         f" for {check.watch}s (a failure: every host put back)")
     lines.append(f"then prune releases beyond the newest {env.keep_releases}"
                  " (never the live or the previous one)")
     return lines

@@ -18,7 +18,7 @@ import posixpath
 import re
 import shlex
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 import deploy_scripts
@@ -44,6 +44,7 @@ __all__ = [
     "check_path",
     "check_shared",
     "discard",
+    "healthcheck",
     "healthcheck_seconds",
     "inspect",
     "parse_fields",
@@ -164,6 +165,14 @@ def after_activate(path: str, release_id: str, env: Mapping[str, str], *,
                       health_timeout=str(healthcheck.timeout))
     args = (check_path(path), _release_id(release_id))
     return _step("after_activate", *args, env=env, params=params)
+
+
+def healthcheck(path: str, release_id: str, env: Mapping[str, str],
+                check: Healthcheck) -> Step:
+    """One attempt of the health ``check`` in the live release, no hooks: a round of the
+    watch after the switch. It is after_activate.sh with one attempt, named for the log."""
+    step = after_activate(path, release_id, env, healthcheck=check.once)
+    return replace(step, name="healthcheck")
 
 
 def rollback(path: str, previous_release_id: str | None, env: Mapping[str, str], *,

@@ -248,7 +248,8 @@ def deployment_deadline(env: cfg.Environment, ssh: cfg.Ssh) -> int:
     prepare = rounds * (ssh.connect_timeout + 3 * command)
     health = env.healthcheck.longest if env.healthcheck is not None else 0
     activate = len(activation_batches(hosts, env.batch)) * (2 * command + health)
-    return prepare + activate + rounds * command + UNDO_SECONDS + 60
+    watch = env.healthcheck.watch_longest(command) if env.healthcheck is not None else 0
+    return prepare + activate + watch + rounds * command + UNDO_SECONDS + 60
 
 
 def failure_state(hosts_unreachable: list[bool]) -> str:

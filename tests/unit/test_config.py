@@ -173,3 +173,27 @@ def test_a_promotion_names_an_environment_and_an_approval_is_auto_or_manual() ->
         "staging.promote_from: names no environment of this project: 'qa' (environments: none)")
     found = problems(GOOD.replace("keep_releases: 3", "keep_releases: 3\n        approval: later"))
     assert found[0].endswith("approval: must be one of auto, manual, not 'later'")
+
+
+def with_healthcheck(settings: str) -> str:
+    """GOOD with `healthcheck: {command: ..., <settings>}` on its last line, staging's."""
+    return GOOD + f"        healthcheck: {{command: 'curl -fsS localhost/health', {settings}}}\n"
+
+
+def test_a_health_check_watch_is_a_duration_and_zero_or_absent_means_none() -> None:
+    staging = parse(with_healthcheck("watch: 2m")).projects["shop"].environments["staging"]
+    assert staging.healthcheck is not None and staging.healthcheck.watch == 120
+    for settings, watch in (("watch: 0", 0), ("watch: 45s", 45), ("retries: 3", 0)):
+        found = parse(with_healthcheck(settings)).projects["shop"].environments["staging"]
+        assert found.healthcheck is not None and found.healthcheck.watch == watch, settings
+
+
+def test_a_bad_watch_names_its_line_and_zero_stays_refused_elsewhere() -> None:
+    line = GOOD.count("\n") + 1
+    for value in ("-1", "soon"):
+        assert problems(with_healthcheck(f"watch: {value}")) == [
+            f"conveyor.yml:{line}: projects.shop.environments.staging.healthcheck.watch: must"
+            f" be a duration like 0 (none), 90, 90s, 15m or 1h, not {value!r}"]
+    assert problems(with_healthcheck("interval: 0")) == [
+        f"conveyor.yml:{line}: projects.shop.environments.staging.healthcheck.interval: must"
+        " be a duration like 90, 90s, 15m or 1h, not '0'"]

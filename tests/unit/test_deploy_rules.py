@@ -73,3 +73,14 @@ def test_one_lock_retry_per_deployment_and_interval() -> None:
     assert rules.lock_retry_job_id(7, 100 * seconds) == rules.lock_retry_job_id(7, 100.9 * seconds)
     assert rules.lock_retry_job_id(7, 100 * seconds) != rules.lock_retry_job_id(7, 101 * seconds)
     assert rules.lock_retry_job_id(7, 0) != rules.lock_retry_job_id(8, 0)
+
+
+def test_the_watch_checks_every_interval_until_its_end_and_bounds_its_own_time() -> None:
+    check = cfg.Healthcheck(command="true", retries=3, interval=2, timeout=10, watch=7)
+    assert check.watch_rounds == (2, 4, 6)
+    assert check.once.retries == 1 and check.once.longest == 10 + cfg.Healthcheck.KILL_AFTER
+    assert check.watch_longest(600) == 7 + 3 * check.once.longest + 600
+    short = cfg.Healthcheck(command="true", interval=5, watch=3)
+    assert short.watch_rounds == (3,)  # a watch shorter than an interval still checks once
+    none = cfg.Healthcheck(command="true")
+    assert (none.watch, none.watch_rounds, none.watch_longest(600)) == (0, (), 0)

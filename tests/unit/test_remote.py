@@ -215,3 +215,18 @@ def test_parse_prepare() -> None:
     assert remote.parse_prepare(f"previous={RELEASE}\nrelease=x\n") == remote.Prepared(
         previous=RELEASE, release="x")
     assert remote.parse_prepare("previous=\n") == remote.Prepared(None, None)
+
+
+def test_a_watch_round_is_one_attempt_of_the_health_check_without_hooks() -> None:
+    from app.config import Healthcheck
+
+    check = Healthcheck(command="curl -fsS http://127.0.0.1/health", retries=10, interval=2,
+                        timeout=7, watch=120)
+    step = remote.healthcheck(PATH, RELEASE, {"CONVEYOR_SHA": "abc"}, check)
+    assert (step.name, step.args, dict(step.env)) == \
+        ("healthcheck", (PATH, RELEASE), {"CONVEYOR_SHA": "abc"})
+    assert dict(step.params) == {
+        "after_activate_count": "0", "health_command": check.command, "health_retries": "1",
+        "health_interval": "2", "health_timeout": "7",
+    }
+    assert step.script == remote.after_activate(PATH, RELEASE, {}).script
