@@ -18,8 +18,8 @@ from pathlib import Path
 from app import pipeline
 from app.config import Ssh
 from app.context import Context
-from app.hooks.events import ZERO_SHA
-from workers.build import GIT_TIMEOUT, git_env
+from app.events import ZERO_SHA
+from workers.git import GIT_TIMEOUT, git_env
 
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 

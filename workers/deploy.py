@@ -31,7 +31,7 @@ from sqlalchemy.exc import DBAPIError
 from app import config as cfg
 from app import pipeline
 from app.context import Context
-from workers import build, changes, context, hosts, remote, transport
+from workers import changes, context, git, hosts, remote, transport
 from workers.hosts import Look
 
 LOCK_TTL = 60            # a dead worker's lock is free again after this many seconds
@@ -105,7 +105,7 @@ def _take_turn(ctx: Context, project: str, environment: str) -> int | None:
     if not found.candidates:
         return None
     shas = {c.sha for c in found.candidates} | ({found.live_sha} if found.live_sha else set())
-    mirror = build.mirror_path(ctx.settings.data_dir, project)
+    mirror = git.mirror_path(ctx.settings.data_dir, project)
     ancestors = changes.ancestry(mirror, sorted(shas)) if len(shas) > 1 else set()
     return pipeline.take_turn(ctx, project, environment, found, ancestors)
 

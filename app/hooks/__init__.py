@@ -1,12 +1,12 @@
 """Webhook intake: one module per forge turns a request into a `Push`, a `PullRequest` or
-`Ignored` (app/hooks/events.py); `routes.py` runs the request flow they share."""
+`Ignored` (app/events.py); `routes.py` runs the request flow they share."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from app.hooks.events import Event
+from app.events import Event
 
 
 class HookError(Exception):

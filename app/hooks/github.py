@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from app.events import Event, Ignored, PullRequest
 from app.hooks import payload as p
-from app.hooks.events import Event, Ignored, PullRequest
 
 PROVIDER = "github"
 CREDENTIALS = "the X-Hub-Signature-256 signature is missing or wrong"

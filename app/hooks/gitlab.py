@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from app.events import ZERO_SHA, Event, Ignored, PullRequest, Push
 from app.hooks import payload as p
-from app.hooks.events import ZERO_SHA, Event, Ignored, PullRequest, Push
 
 PROVIDER = "gitlab"
 CREDENTIALS = "the X-Gitlab-Token secret token is missing or wrong"

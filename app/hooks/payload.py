@@ -9,8 +9,8 @@ import re
 from typing import Any
 from urllib.parse import parse_qs
 
+from app.events import Push
 from app.hooks import HookError
-from app.hooks.events import Push
 
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"

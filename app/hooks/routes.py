@@ -18,9 +18,9 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from app import config as cfg
 from app import pipeline
 from app.context import Context
+from app.events import Ignored
 from app.hooks import Forge, HookError, gitea, github, gitlab
 from app.hooks import payload as p
-from app.hooks.events import Ignored
 from app.web import context
 
 blueprint = Blueprint("hooks", __name__)

@@ -39,6 +39,19 @@ class BuildOrder:
     allow_file: bool = False       # the pipeline file's clone_url is a path on this machine
 
 
+#: What makes a build one: a commit, built with one set of build settings.
+BUILD_KEY = ("project", "sha", "settings_hash")
+
+
+def new_build(project: cfg.Project, *, sha: str, ref: str, repository: str,
+              clone_url: str) -> dict[str, str]:
+    """The values of the build a commit gets (intake's fast path and `find_or_create_build`
+    alike): its key, where it came from, and its clone URL without credentials."""
+    return {"project": project.name, "sha": sha, "settings_hash": settings_hash(project.build),
+            "ref": ref, "repository": repository,
+            "clone_url": stored_clone_url(project.clone_url, clone_url)}
+
+
 def find_or_create_build(ctx: Context, project: cfg.Project, *, sha: str, ref: str,
                          repository: str, clone_url: str) -> tuple[Build, bool]:
     """The build of (project, sha, build settings), made once; (build, whether it is new).
@@ -46,10 +59,9 @@ def find_or_create_build(ctx: Context, project: cfg.Project, *, sha: str, ref: s
     A build that succeeded is reused and one that runs is joined. One that failed, or whose
     artifact was pruned, is queued again as a new attempt (and counts as new).
     """
-    key = {"project": project.name, "sha": sha, "settings_hash": settings_hash(project.build)}
-    new = Build(**key, ref=ref, repository=repository,
-                clone_url=stored_clone_url(project.clone_url, clone_url))
-    build, created = insert_once(ctx, new, select(Build).filter_by(**key))
+    values = new_build(project, sha=sha, ref=ref, repository=repository, clone_url=clone_url)
+    key = {name: values[name] for name in BUILD_KEY}
+    build, created = insert_once(ctx, Build(**values), select(Build).filter_by(**key))
     if not created and needs_rebuild(build.state, build.artifact_path):
         return _requeue(ctx, build.id) or build, True
     return build, created

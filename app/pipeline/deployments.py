@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from app import config as cfg
 from app.context import Context
-from app.hooks.events import Push
+from app.events import Push
 from app.models import Build, Deployment, DeploymentHost, HostRelease, Release, utcnow
 from app.pipeline.common import insert_once, log_rows
 from app.pipeline.rules import (
@@ -51,12 +51,25 @@ class DeploymentOrder:
     keep_release: bool = False
 
 
+#: What makes a deployment one: an environment and what asked for it (a push, a promotion).
+DEPLOYMENT_KEY = ("project", "environment", "trigger")
+
+
+def push_deployment(project: cfg.Project, env: cfg.Environment, build_id: int,
+                    push: Push) -> dict[str, Any]:
+    """The values of the deployment a push makes on an environment: one per push and
+    environment, however often it is delivered (intake's fast path and
+    `find_or_create_deployment` alike)."""
+    return {"project": project.name, "environment": env.name,
+            "trigger": f"push:{push.ref}:{push.after}", "build_id": build_id,
+            "sha": push.after, "ref": push.ref}
+
+
 def find_or_create_deployment(ctx: Context, project: cfg.Project, env: cfg.Environment,
-                               build: Build, push: Push) -> tuple[Deployment, bool]:
-    key = {"project": project.name, "environment": env.name,
-           "trigger": f"push:{push.ref}:{push.after}"}
-    new = Deployment(**key, build_id=build.id, sha=push.after, ref=push.ref)
-    return insert_once(ctx, new, select(Deployment).filter_by(**key))
+                              build: Build, push: Push) -> tuple[Deployment, bool]:
+    values = push_deployment(project, env, build.id, push)
+    key = {name: values[name] for name in DEPLOYMENT_KEY}
+    return insert_once(ctx, Deployment(**values), select(Deployment).filter_by(**key))
 
 
 def create_manual_deployment(ctx: Context, project: cfg.Project, env: cfg.Environment,

@@ -29,17 +29,15 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from app import config as cfg
 from app.context import Context
-from app.hooks.events import ZERO_SHA, Event, Ignored, PullRequest, Push
+from app.events import ZERO_SHA, Event, Ignored, PullRequest, Push
 from app.models import Build, Delivery, Deployment, utcnow
 from app.pipeline import paths
-from app.pipeline.builds import find_or_create_build, queue_work
-from app.pipeline.deployments import find_or_create_deployment
+from app.pipeline.builds import BUILD_KEY, find_or_create_build, new_build, queue_work
+from app.pipeline.deployments import DEPLOYMENT_KEY, find_or_create_deployment, push_deployment
 from app.pipeline.rules import (
     changes_question,
     environments_for,
     pull_request_refusal,
-    settings_hash,
-    stored_clone_url,
 )
 
 log = logging.getLogger(__name__)
@@ -211,32 +209,24 @@ def _claim_new(conn: Connection, received: Received, project: cfg.Project,
     """The ids of the build and deployments made for a commit never seen, for a delivery never
     done; None otherwise (the caller takes the slow way). One insert checks both; uniqueness
     settles races. A new build means no other delivery of this work is done: it would have
-    made it. The rows are those the pipeline's find-or-create functions would make."""
+    made it. The rows' values come from the same definitions the pipeline's find-or-create
+    functions use (`new_build`, `push_deployment`)."""
     since, base = work.question or (None, None)
     build_id = conn.scalar(_statement(conn, "build"), {
-        "project": project.name, "sha": work.sha, "settings_hash": settings_hash(project.build),
-        "ref": work.ref, "repository": work.repository,
-        "clone_url": stored_clone_url(project.clone_url, work.clone_url), "changes_since": since,
-        "changes_base": base or None, "provider": received.provider,
+        **new_build(project, sha=work.sha, ref=work.ref, repository=work.repository,
+                    clone_url=work.clone_url),
+        "changes_since": since, "changes_base": base or None, "provider": received.provider,
         "delivery_id": received.delivery_id})
     if build_id is None:
         return None
     deployment_ids = []
     for env in work.environments if work.push is not None else ():
-        deployment_id = conn.scalar(_statement(conn, "deployment"), {
-            "project": project.name, "environment": env.name,
-            "trigger": _trigger(work.push), "build_id": build_id,  # type: ignore[arg-type]
-            "sha": work.sha, "ref": work.ref})
+        deployment_id = conn.scalar(_statement(conn, "deployment"),
+                                    push_deployment(project, env, build_id, work.push))
         if deployment_id is None:  # cannot be, for a new build; the slow way copes if it is
             return None
         deployment_ids.append(deployment_id)
     return build_id, deployment_ids
-
-
-def _trigger(push: Push) -> str:
-    # The key of deployments.find_or_create_deployment: one deployment per push and
-    # environment (tests/integration/test_intake_exactly_once.py checks they agree).
-    return f"push:{push.ref}:{push.after}"
 
 
 # The columns intake gives a new build; the model's defaults give the others (queued, ...).
@@ -264,9 +254,9 @@ def _statements(dialect: str) -> dict[str, Any]:
                 deliveries.c.provider == bindparam("provider"),
                 deliveries.c.delivery_id == bindparam("delivery_id"), deliveries.c.done)),
         ).on_conflict_do_nothing(
-            index_elements=["project", "sha", "settings_hash"]).returning(builds.c.id),
+            index_elements=list(BUILD_KEY)).returning(builds.c.id),
         "deployment": insert(deployments).on_conflict_do_nothing(
-            index_elements=["project", "environment", "trigger"]).returning(deployments.c.id),
+            index_elements=list(DEPLOYMENT_KEY)).returning(deployments.c.id),
         "delivery": insert(deliveries),
     }
 

@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from app import config as cfg
-from app.hooks.events import PullRequest, Push
+from app.events import PullRequest, Push
 from app.models import Build, Deployment, aware
 
 # `paths:` (issue 3): a push that changes nothing under them is not built, nor deployed.

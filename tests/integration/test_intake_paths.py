@@ -14,7 +14,7 @@ from rq.serializers import JSONSerializer
 
 from app import create_app
 from app.context import Context
-from app.hooks.events import ZERO_SHA
+from app.events import ZERO_SHA
 from app.models import Build, Deployment, LogLine
 from tests.support import deliveries
 from tests.support.gitrepo import GitRepo, git

@@ -7,9 +7,9 @@ import json
 import pytest
 from werkzeug.datastructures import Headers
 
+from app.events import ZERO_SHA, Ignored, PullRequest, Push
 from app.hooks import HookError, gitea, github, gitlab
 from app.hooks import payload as p
-from app.hooks.events import ZERO_SHA, Ignored, PullRequest, Push
 from tests.support import deliveries
 from tests.support.deliveries import fixture, fixture_bytes
 

@@ -6,7 +6,7 @@ import pytest
 
 from app import pipeline
 from app.config import Build, Environment, Host, Project
-from app.hooks.events import ZERO_SHA, PullRequest, Push
+from app.events import ZERO_SHA, PullRequest, Push
 from app.pipeline.rules import changes_question, pull_request_refusal, touches
 
 

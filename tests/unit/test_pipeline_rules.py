@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 from app import pipeline
 from app.config import Build, Environment, Host, Project
-from app.hooks.events import ZERO_SHA, Push
+from app.events import ZERO_SHA, Push
 
 
 def project() -> Project:
