@@ -435,8 +435,12 @@ def rq_worker_command(args: argparse.Namespace, settings: Settings) -> int:
 
     # Also reads the migration scripts once here, so that each job's fork need not.
     _check_schema(settings)
+    from workers import recovery
+
     connection = Redis.from_url(settings.redis_url)
     worker = Worker(args.queues, connection=connection, serializer=JSONSerializer)
+    # RQ alone notices a dead worker's job late, or never: every worker process looks.
+    recovery.start_scanning(settings)
     worker.work(with_scheduler=args.with_scheduler)
     return 0
 

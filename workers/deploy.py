@@ -80,8 +80,13 @@ def run(deployment_id: int) -> None:
     target = pipeline.deployment_target(ctx, deployment_id)
     if target is None:
         return
+    from workers import recovery  # it imports this module
+
     try:
         with environment_lock(ctx.jobs.redis, pipeline.lock_name(*target)) as lock_lost:
+            # A deployment still `running` here lost its worker (it would hold the lock):
+            # its hosts are put back before this one touches them.
+            recovery.recover_environment(ctx, *target)
             _deploy(ctx, deployment_id, lock_lost)
     except LockBusy:
         pipeline.wait_for_lock(ctx, deployment_id)
@@ -183,9 +188,22 @@ class Deployer:
             self.undone = self._recover()
             raise
         finally:
-            for host_run in self.runs:
-                if host_run.link is not None:
-                    host_run.link.close()
+            self._close()
+
+    def put_back(self) -> str | None:
+        """Undo a run of this deployment whose worker died (`workers.recovery` first sets
+        each host's `link`, `previous` and `switched` from what the host shows): put the
+        switched hosts back, remove the new release, record each host's end, close the
+        connections; a sentence when some host could not be put back."""
+        try:
+            return self._undo()
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        for host_run in self.runs:
+            if host_run.link is not None:
+                host_run.link.close()
 
     def _phases(self) -> tuple[str, str | None]:
         if not Path(self.order.artifact.path).is_file():
