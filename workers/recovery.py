@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -52,6 +52,10 @@ SCAN_LOCK = "conveyor:lock:recovery"
 NO_ARTIFACT = "0" * 64  # probe needs a sha256; only `current` is read from it here
 
 log = logging.getLogger(__name__)
+# Held by the scan thread while it works. RQ forks a work horse for each job, and a fork
+# taken while this thread held one of SQLAlchemy's or redis-py's locks would leave the horse
+# waiting on it for ever: forks wait for the scan in progress instead (`_fork_between_scans`).
+_SCANNING = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,7 @@ class Scanned:
 def start_scanning(settings: Settings, interval: float = INTERVAL) -> threading.Thread:
     """Run `scan` every `interval` seconds in a daemon thread of this process, on a context
     of its own (never shared with the jobs RQ forks)."""
+    _fork_between_scans()
     thread = threading.Thread(target=_scan_forever, args=(settings, interval),
                               name="conveyor-recovery", daemon=True)
     thread.start()
@@ -162,12 +167,20 @@ def _keep_alive(redis: Redis, key: str, expiry: int, done: threading.Event) -> N
 def _scan_forever(settings: Settings, interval: float) -> None:
     ctx: Context | None = None
     while True:
-        try:
-            ctx = ctx or app_context.load(settings)
-            scan(ctx, interval)
-        except Exception:  # Redis or the database away: the next round tries again
-            log.exception("recovery scan failed; trying again in %s s", interval)
+        with _SCANNING:
+            try:
+                ctx = ctx or app_context.load(settings)
+                scan(ctx, interval)
+            except Exception:  # Redis or the database away: the next round tries again
+                log.exception("recovery scan failed; trying again in %s s", interval)
         time.sleep(interval)
+
+
+@cache
+def _fork_between_scans() -> None:
+    """Make every fork of this process wait until no scan is under way (once per process)."""
+    os.register_at_fork(before=_SCANNING.acquire, after_in_parent=_SCANNING.release,
+                        after_in_child=_SCANNING.release)
 
 
 def _fail_abandoned_builds(ctx: Context) -> list[int]:
