@@ -10,11 +10,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
 
 from app import pipeline
 from app.context import Context
-from app.models import Build, Deployment, LogLine
+from app.models import Build, Deployment
+from tests.integration.test_build_job import log_text, row
 from tests.integration.test_deploy_interrupted import SETTINGS
 from tests.support.gitrepo import GitRepo
 from tests.support.processes import conveyor_argv, kill_tree, read_logs, start
@@ -90,17 +90,17 @@ def test_a_worker_killed_mid_build_leaves_the_build_failed_and_its_deployment_fa
     short = {"CONVEYOR_RECOVERY_TTL": "4", "CONVEYOR_RECOVERY_INTERVAL": "1"}
     worker = start("worker-1", conveyor_argv("worker"), short, logs)
     try:
-        wait_for(lambda: "$ sleep 30" in _build_log(ctx, build_id), timeout=60,
+        wait_for(lambda: "$ sleep 30" in log_text(ctx, build_id), timeout=60,
                        what=lambda: read_logs(logs))
     finally:
         kill_tree(worker)
-    assert _build(ctx, build_id).state == "running"
+    assert row(ctx, build_id).state == "running"
 
     with _worker("worker-2", logs, short):
-        wait_for(lambda: _build(ctx, build_id).state != "running", timeout=BOUND,
+        wait_for(lambda: row(ctx, build_id).state != "running", timeout=BOUND,
                        what=lambda: read_logs(logs))
 
-    build = _build(ctx, build_id)
+    build = row(ctx, build_id)
     assert (build.state, build.error) == ("failed", pipeline.WORKER_STOPPED)
     with ctx.db.session() as session:
         deployment = session.get(Deployment, deployment_id)
@@ -139,16 +139,3 @@ def _queued_build(ctx: Context, repo: GitRepo) -> tuple[int, int]:
     with ctx.db.session() as session:
         pipeline.enqueue_build(ctx, session.get(Build, ids[0]))  # type: ignore[arg-type]
     return ids
-
-
-def _build(ctx: Context, build_id: int) -> Build:
-    with ctx.db.session() as session:
-        found = session.get(Build, build_id)
-        assert found is not None
-        return found
-
-
-def _build_log(ctx: Context, build_id: int) -> str:
-    with ctx.db.session() as session:
-        return "\n".join(session.scalars(select(LogLine.text).where(
-            LogLine.build_id == build_id)))
