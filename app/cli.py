@@ -373,7 +373,7 @@ def _plan(ctx: Context, project: cfg.Project, env: cfg.Environment, sha: str, re
           say: Callable[[str], None]) -> int:
     """Print what the deployment would do, looking at the hosts (changing nothing)."""
     from app import pipeline
-    from workers import deploy, hosts
+    from workers import deployer, hosts
 
     build = pipeline.find_build(ctx, project, sha)
     artifact = None
@@ -383,7 +383,7 @@ def _plan(ctx: Context, project: cfg.Project, env: cfg.Environment, sha: str, re
     about = f"build {build.id} ({build.state})" if build is not None else "a new build"
     looks = hosts.look(ctx.config.ssh, env, artifact.sha256 if artifact else "0" * 64,
                        artifact.size if artifact else 0)
-    lines = deploy.plan(env, project=project.name, sha=sha, ref=ref, artifact=artifact,
+    lines = deployer.plan(env, project=project.name, sha=sha, ref=ref, artifact=artifact,
                         build=about, hosts=looks)
     say("\n".join(lines))
     say("this is a plan: nothing was changed")
@@ -457,8 +457,12 @@ def rq_worker_command(args: argparse.Namespace, settings: Settings) -> int:
 
     # Also reads the migration scripts once here, so that each job's fork need not.
     _check_schema(settings)
+    from workers import recovery
+
     connection = Redis.from_url(settings.redis_url)
     worker = Worker(args.queues, connection=connection, serializer=JSONSerializer)
+    # RQ alone notices a dead worker's job late, or never: every worker process looks.
+    recovery.start_scanning(settings)
     worker.work(with_scheduler=args.with_scheduler)
     return 0
 

@@ -29,6 +29,7 @@ from app.config import Ssh
 from app.context import Context
 from workers import context
 from workers.git import GIT_TIMEOUT, git_env, mirror_path
+from workers.recovery import alive
 
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 MANIFEST = ".conveyor-release.json"
@@ -41,6 +42,13 @@ class BuildError(Exception):
 def run(build_id: int) -> None:
     """RQ job on the `builds` queue: build one commit once."""
     ctx = context()
+    # Kept alive from before the build is marked running until after its end is recorded:
+    # a running build without it lost its worker (workers.recovery).
+    with alive(ctx.jobs.redis, pipeline.build_liveness_key(build_id)):
+        _build(ctx, build_id)
+
+
+def _build(ctx: Context, build_id: int) -> None:
     order = pipeline.start_build(ctx, build_id)
     if order is None:
         return

@@ -137,3 +137,41 @@ __all__ = [
     "waiting",
     "without_credentials",
 ]
+
+# -- issue 9 (recovery from a dead worker) ------------------------------------------------------
+from app.pipeline.recovery import (
+    WORKER_STOPPED,
+    Abandoned,
+    HostProgress,
+    RunningDeployment,
+    abandoned_builds,
+    abandoned_deployments,
+    abandoned_in,
+    build_liveness_key,
+    end_abandoned_deployment,
+    enqueue_recovery,
+    fail_abandoned_build,
+    may_have_switched,
+    running_builds,
+    running_deployments,
+    running_target,
+)
+
+__all__ += [
+    "WORKER_STOPPED",
+    "Abandoned",
+    "HostProgress",
+    "RunningDeployment",
+    "abandoned_builds",
+    "abandoned_deployments",
+    "abandoned_in",
+    "build_liveness_key",
+    "end_abandoned_deployment",
+    "enqueue_recovery",
+    "fail_abandoned_build",
+    "may_have_switched",
+    "running_builds",
+    "running_deployments",
+    "running_target",
+]
+# -- end of issue 9's block ---------------------------------------------------------------------

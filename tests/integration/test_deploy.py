@@ -21,7 +21,7 @@ from rq.serializers import JSONSerializer
 
 from app import pipeline
 from tests.support.stage import SHA, Stage, known_releases, live, releases, revisions
-from workers import deploy, remote, transport
+from workers import deploy, deployer, remote, transport
 
 # What a hook sees, written where the test can read it back.
 SHOW_ENV = ('printf "%s|%s|%s|%s|%s|%s|%s" "$CONVEYOR_PROJECT" "$CONVEYOR_ENVIRONMENT"'
@@ -372,8 +372,8 @@ def test_a_lost_lock_stops_the_deployment_before_anything_switches(
     assert order is not None
     lost = threading.Event()
     lost.set()  # as the heartbeat does when another holder has the key
-    state, error = deploy.Deployer(s.ctx, order, lost).deploy()
-    assert (state, error) == ("error", deploy.LOCK_LOST)
+    state, error = deployer.Deployer(s.ctx, order, lost).deploy()
+    assert (state, error) == ("error", deployer.LOCK_LOST)
     assert live(s.fleet) == [None, None]
     assert releases(s.fleet) == [[], []]
 

@@ -12,7 +12,7 @@ import pytest
 
 from app import pipeline
 from tests.support.stage import Stage, known_releases, live, releases, revisions
-from workers import deploy
+from workers import deploy, deployer
 
 # Each run of the health check leaves a line on its host; a host with `unhealthy` fails it.
 CHECK = "echo checked >> ../../checks.log; test ! -e ../../unhealthy"
@@ -129,7 +129,7 @@ def test_a_lock_lost_during_the_watch_puts_every_host_back(
     lock_lost = threading.Event()
     outcome: list[tuple[str, str | None]] = []
     runner = threading.Thread(target=lambda: outcome.append(
-        deploy.Deployer(s.ctx, order, lock_lost).deploy()))
+        deployer.Deployer(s.ctx, order, lock_lost).deploy()))
     runner.start()
     s.wait_for(watching(s, deployment_id), what=lambda: str(s.log(deployment_id)))
     lock_lost.set()  # as the heartbeat does when another holder has the key
@@ -138,7 +138,7 @@ def test_a_lock_lost_during_the_watch_puts_every_host_back(
     assert not runner.is_alive()
     [(state, error)] = outcome
     assert state == "error"
-    assert error and error.startswith("watch stopped after ") and error.endswith(deploy.LOCK_LOST)
+    assert error and error.startswith("watch stopped after ") and error.endswith(deployer.LOCK_LOST)
     assert live(s.fleet) == [None, None]
     assert releases(s.fleet) == [[], []]
     assert checks(s)[0] < 5  # stopped at once, not after 60 rounds

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from tests.support.services import free_port, wait_for_http
@@ -30,18 +30,53 @@ def conveyor_argv(*args: str) -> list[str]:
 @contextmanager
 def running(commands: dict[str, list[str]], env: dict[str, str], logs: Path) -> Iterator[None]:
     """Start every command at once (output in logs/<name>.log); stop them all after."""
-    environ = {**os.environ, **env}
-    logs.mkdir(parents=True, exist_ok=True)
     started: list[subprocess.Popen[bytes]] = []
     try:
         for name, argv in commands.items():
-            with open(logs / f"{name}.log", "wb") as log:
-                started.append(subprocess.Popen(argv, env=environ, cwd=ROOT, stdout=log,
-                                                stderr=subprocess.STDOUT,
-                                                start_new_session=True))
+            started.append(start(name, argv, env, logs))
         yield
     finally:
         _stop(started)
+
+
+def start(name: str, argv: list[str], env: dict[str, str], logs: Path) -> subprocess.Popen[bytes]:
+    """Start one command in a process group of its own, output in logs/<name>.log."""
+    logs.mkdir(parents=True, exist_ok=True)
+    with open(logs / f"{name}.log", "wb") as log:
+        return subprocess.Popen(argv, env={**os.environ, **env}, cwd=ROOT, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def kill_tree(process: subprocess.Popen[bytes]) -> None:
+    """kill -9 a process and every process it started, as a lost machine would, and reap
+    it. Its process group is not enough: RQ puts each work horse in a group of its own."""
+    stopped: set[int] = set()
+    pending = {process.pid}
+    while pending:  # stopped first, so that none starts another one meanwhile
+        for pid in pending:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+        stopped |= pending
+        pending = set(_descendants(process.pid)) - stopped
+    for pid in stopped:
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    process.wait()
+
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with suppress(OSError):
+            # The command name may hold spaces and parentheses: fields follow the last ')'.
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, queue = [], [root]
+    while queue:
+        for child in children.get(queue.pop(), []):
+            found.append(child)
+            queue.append(child)
+    return found
 
 
 def _stop(started: list[subprocess.Popen[bytes]]) -> None:

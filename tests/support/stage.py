@@ -87,11 +87,7 @@ class Stage:
     def wait_for(self, condition: Callable[[], bool], timeout: float = 30,
                  what: Callable[[], str] = lambda: "") -> None:
         """Wait until `condition()` holds (an event on a host or in the history)."""
-        deadline = time.monotonic() + timeout
-        while not condition():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"not within {timeout} s: {what()}")
-            time.sleep(0.05)
+        wait_for(condition, timeout, what)
 
     def log(self, deployment_id: int) -> list[str]:
         with self.ctx.db.session() as session:
@@ -115,6 +111,16 @@ def stage_fixture(tmp_path: Path, database_url: str, ssh_fleet: Callable[[int], 
         return Stage(worker_context(text, database_url), fleet, tmp_path)
 
     return make
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 30,
+             what: Callable[[], str] = lambda: "") -> None:
+    """Poll `condition()` until it holds; fail after `timeout` seconds, saying `what()`."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what()}")
+        time.sleep(0.05)
 
 
 def live(fleet: SshFleet) -> list[str | None]:
