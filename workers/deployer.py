@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -135,23 +135,25 @@ class Deployer:
     def _phases(self) -> tuple[str, str | None]:
         artifact = Path(self.order.artifact.path)
         if not self.order.existing_release and not artifact.is_file():
-            return "error", f"the artifact {self.order.artifact.path} is gone; build again"
+            return (self._outcome(stopped="artifact gone"),
+                    f"the artifact {self.order.artifact.path} is gone; build again")
         self._each(self._prepare, self.runs, self.env.parallel)
         failed = self._failed()
         if failed or self.lock_lost.is_set() or self._canceled():
             # A host that could not be reached is not the release's fault: the others keep
             # what they prepared (not live), so that a retry does only what is left.
-            keep = bool(failed) and self._verdict(failed) == "error"
+            keep = bool(failed) and self._outcome(failed) == "error"
             if not keep:
                 self._each(self._discard, self._reached(), self.env.parallel)
             self._settle(kept=keep)
             if failed:
                 kept = "; the prepared hosts keep the release for a retry" if keep else ""
-                return self._verdict(failed), _summary("prepare failed", failed,
+                return self._outcome(failed), _summary("prepare failed", failed,
                                                        "no host changed" + kept)
             if self.lock_lost.is_set():
-                return "error", LOCK_LOST
-            return "canceled", f"canceled by {self.canceled_by}; no host changed"
+                return self._outcome(stopped="lock lost"), LOCK_LOST
+            return self._outcome(stopped="canceled"), (f"canceled by {self.canceled_by};"
+                                                       " no host changed")
         self.preparing = False
         # Read now: putting hosts back must not need the database.
         self.commits = pipeline.release_commits(self.ctx, self.order.project.name,
@@ -159,7 +161,7 @@ class Deployer:
                                                 {r.previous for r in self.runs if r.previous})
         for batch in pipeline.activation_batches(len(self.runs), self.env.batch):
             if self.lock_lost.is_set():
-                return "error", self._undo() or LOCK_LOST
+                return self._lock_lost_now(LOCK_LOST)
             if self._canceled():
                 return self._cancel_now()
             switching = [self.runs[index] for index in batch]
@@ -171,8 +173,8 @@ class Deployer:
             else:
                 undone = self._undo()
                 if undone:
-                    return "error", undone
-                return self._verdict(failed), _summary("activate failed", failed,
+                    return self._outcome(failed, stuck=True), undone
+                return self._outcome(failed), _summary("activate failed", failed,
                                                        "every switched host put back")
         watched = self._watch()
         if watched is not None:
@@ -180,7 +182,7 @@ class Deployer:
         self._each(self._prune, self.runs, self.env.parallel)
         self._record({r: {"state": "succeeded", "step": "live", "release": self.order.release_id,
                           "timings": dict(r.timings)} for r in self.runs})
-        return "succeeded", None
+        return self._outcome(), None
 
     # -- phases, per host ---------------------------------------------------------------------
 
@@ -264,7 +266,7 @@ class Deployer:
             # Waiting on the lock's event: a lost lock ends the watch now, not at the round.
             if self.lock_lost.wait(max(0.0, started + due - time.monotonic())):
                 took = round(time.monotonic() - started)
-                return "error", self._undo() or f"watch stopped after {took} s: {LOCK_LOST}"
+                return self._lock_lost_now(f"watch stopped after {took} s: {LOCK_LOST}")
             if self._canceled():
                 return self._cancel_now()
             self._each(self._check, self.runs, len(self.runs))
@@ -279,8 +281,8 @@ class Deployer:
         """Put every host back after a failed round; the deployment's outcome."""
         undone = self._undo()
         if undone:
-            return "error", undone
-        return self._verdict(failed), _summary(f"watch failed after {took} s", failed,
+            return self._outcome(failed, stuck=True), undone
+        return self._outcome(failed), _summary(f"watch failed after {took} s", failed,
                                                "every host put back")
 
     def _check(self, host_run: HostRun) -> None:
@@ -477,8 +479,14 @@ class Deployer:
         """Someone canceled the deployment after hosts switched: put them back."""
         undone = self._undo()
         if undone:
-            return "error", undone
-        return "canceled", f"canceled by {self.canceled_by}; every switched host put back"
+            return self._outcome(stopped="canceled", stuck=True), undone
+        return (self._outcome(stopped="canceled"),
+                f"canceled by {self.canceled_by}; every switched host put back")
+
+    def _lock_lost_now(self, message: str) -> tuple[str, str]:
+        """The lock was lost after hosts switched: put them back."""
+        undone = self._undo()
+        return self._outcome(stopped="lock lost", stuck=bool(undone)), undone or message
 
     def _canceled(self) -> bool:
         """Whether someone asked to cancel the deployment (asked once, remembered)."""
@@ -551,8 +559,11 @@ class Deployer:
         return [r for r in self.runs if r.link is not None]
 
     @staticmethod
-    def _verdict(failed: list[HostRun]) -> str:
-        return pipeline.failure_state([r.unreachable for r in failed])
+    def _outcome(failed: Sequence[HostRun] = (), *, stopped: str | None = None,
+                 stuck: bool = False) -> str:
+        """The state the pipeline gives what happened (`rules.deployment_outcome`)."""
+        return pipeline.deployment_outcome(failed_unreachable=[r.unreachable for r in failed],
+                                           stopped=stopped, stuck=stuck)
 
 
 class _Unrecoverable(Exception):

@@ -11,7 +11,7 @@ from app.context import Context
 from app.models import Build, Deployment
 from app.pipeline.common import insert_once, log
 from app.pipeline.deployments import Artifact
-from app.pipeline.order import advance
+from app.pipeline.order import advance, advance_in, enqueue_deployment
 from app.pipeline.report import report_build, report_deployment
 from app.pipeline.rules import (
     artifacts_to_drop,
@@ -136,7 +136,10 @@ def finish_build(ctx: Context, build_id: int, *, artifact: Artifact | None = Non
             change.move(build, "failed", error=error or "failed")
         waiting = list(change.session.scalars(select(Deployment.id).where(
             Deployment.build_id == build_id, Deployment.state == "queued")))
-    advance(ctx, waiting)
+        change.session.flush()
+        ready = advance_in(ctx, change, waiting)
+    for deployment in ready:
+        enqueue_deployment(ctx, deployment)
 
 
 def release_artifacts(ctx: Context, project_name: str) -> list[str]:

@@ -132,17 +132,28 @@ def start_deployment(ctx: Context, deployment_id: int) -> DeploymentOrder | None
                 Deployment.environment == deployment.environment))
             deployment.release_id = next_release_id(deployment.started_at, deployment.sha,
                                                     latest)
-        only = set(deployment.hosts_only or ())
-        hosts = tuple(h for h in env.hosts if not only or h.spec in only)
-        for host in hosts:
+        order = order_of(ctx, deployment)
+        assert order is not None  # configured: checked above
+        for host in order.hosts:
             session.add(DeploymentHost(deployment_id=deployment.id, host=host.spec))
-        return DeploymentOrder(
-            deployment.id, project, env, deployment.sha, deployment.ref,
-            deployment.release_id,
-            Artifact(build.artifact_path or "", build.artifact_sha256 or "",
-                     build.artifact_size or 0),
-            hosts=hosts, existing_release=deployment.kind in ("rollback", "retry"),
-            keep_release=deployment.kind == "rollback")
+        return order
+
+
+def order_of(ctx: Context, deployment: Deployment) -> DeploymentOrder | None:
+    """What running (or putting back) a deployment that has its release id takes; None when
+    its environment is no longer configured."""
+    project = ctx.config.projects.get(deployment.project)
+    env = project.environments.get(deployment.environment) if project else None
+    if project is None or env is None or not deployment.release_id:
+        return None
+    build = deployment.build
+    only = set(deployment.hosts_only or ())
+    return DeploymentOrder(
+        deployment.id, project, env, deployment.sha, deployment.ref, deployment.release_id,
+        Artifact(build.artifact_path or "", build.artifact_sha256 or "", build.artifact_size or 0),
+        hosts=tuple(h for h in env.hosts if not only or h.spec in only),
+        existing_release=deployment.kind in ("rollback", "retry"),
+        keep_release=deployment.kind == "rollback")
 
 
 def update_host(ctx: Context, deployment_id: int, host: str, *, log: Sequence[str] = (),

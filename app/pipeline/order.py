@@ -52,13 +52,22 @@ def advance(ctx: Context, deployment_ids: list[int]) -> None:
     approval allow: end it like a failed or skipped build, park it `awaiting_approval`, or
     queue its job. Harmless to repeat: the job id is the deployment's."""
     for deployment_id in deployment_ids:
-        ready = None
         with changes(ctx) as change:
-            deployment = change.session.get(Deployment, deployment_id, with_for_update=True)
-            if deployment is not None and deployment.state == "queued":
-                ready = deployment if _gate(ctx, change, deployment) == "go" else None
-        if ready is not None:
-            enqueue_deployment(ctx, ready)
+            ready = advance_in(ctx, change, [deployment_id])
+        for deployment in ready:
+            enqueue_deployment(ctx, deployment)
+
+
+def advance_in(ctx: Context, change: Changes, deployment_ids: list[int]) -> list[Deployment]:
+    """`advance` inside a transaction of the caller's (a build's end and the fate of the
+    deployments waiting for it are one change): the deployments to enqueue once it commits."""
+    ready = []
+    for deployment_id in deployment_ids:
+        deployment = change.session.get(Deployment, deployment_id, with_for_update=True)
+        if deployment is not None and deployment.state == "queued" \
+                and _gate(ctx, change, deployment) == "go":
+            ready.append(deployment)
+    return ready
 
 
 def _gate(ctx: Context, change: Changes, deployment: Deployment) -> str:

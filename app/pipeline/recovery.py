@@ -16,7 +16,7 @@ from sqlalchemy import select
 from app.context import Context
 from app.models import Build, Deployment
 from app.pipeline.builds import finish_build
-from app.pipeline.deployments import Artifact, DeploymentOrder
+from app.pipeline.deployments import DeploymentOrder, order_of
 from app.pipeline.order import finish_deployment
 from app.pipeline.rules import deployment_deadline, lock_name
 
@@ -128,7 +128,7 @@ def abandoned_in(ctx: Context, project: str, environment: str) -> list[Abandoned
         rows = session.scalars(select(Deployment).where(
             Deployment.project == project, Deployment.environment == environment,
             Deployment.state == "running").order_by(Deployment.id))
-        return [Abandoned(row.id, _order(ctx, row), _progress(row)) for row in rows]
+        return [Abandoned(row.id, order_of(ctx, row), _progress(row)) for row in rows]
 
 
 def end_abandoned_deployment(ctx: Context, deployment_id: int, undone: str) -> None:
@@ -150,18 +150,6 @@ def _deadline(ctx: Context, deployment: RunningDeployment) -> int:
     project = ctx.config.projects.get(deployment.project)
     env = project.environments.get(deployment.environment) if project else None
     return deployment_deadline(env, ctx.config.ssh) if env else UNCONFIGURED_TIMEOUT
-
-
-def _order(ctx: Context, deployment: Deployment) -> DeploymentOrder | None:
-    project = ctx.config.projects.get(deployment.project)
-    env = project.environments.get(deployment.environment) if project else None
-    if project is None or env is None or not deployment.release_id:
-        return None
-    build = deployment.build
-    return DeploymentOrder(deployment.id, project, env, deployment.sha, deployment.ref,
-                           deployment.release_id,
-                           Artifact(build.artifact_path or "", build.artifact_sha256 or "",
-                                    build.artifact_size or 0))
 
 
 def _progress(deployment: Deployment) -> dict[str, HostProgress]:

@@ -258,6 +258,26 @@ def failure_state(hosts_unreachable: list[bool]) -> str:
     return "error" if all(hosts_unreachable) else "failed"
 
 
+#: How a deployment that stopped before its end, though no host failed, ends.
+STOPPED = {"canceled": "canceled", "lock lost": "error", "artifact gone": "error"}
+
+
+def deployment_outcome(*, failed_unreachable: Iterable[bool] = (), stopped: str | None = None,
+                       stuck: bool = False) -> str:
+    """The state a deployment ends in, from what its job saw: a host that could not be put
+    back (`stuck`) means Conveyor could not finish (`error`); hosts that failed (each
+    unreachable or not) decide by `failure_state`; a stop (`STOPPED`) ends it so; else it
+    `succeeded`."""
+    failed = list(failed_unreachable)
+    if stuck:
+        return "error"
+    if failed:
+        return failure_state(failed)
+    if stopped is not None:
+        return STOPPED[stopped]
+    return "succeeded"
+
+
 def activation_batches(host_count: int, batch: int) -> list[range]:
     """The hosts (by index) switched together, batch after batch; `batch` 0 = all at once."""
     size = max(host_count, 1) if batch <= 0 else batch

@@ -18,9 +18,18 @@ from tests.integration.test_build_job import log_text, row
 from tests.integration.test_deploy_interrupted import SETTINGS
 from tests.support.gitrepo import GitRepo
 from tests.support.processes import conveyor_argv, kill_tree, read_logs, start
+from tests.support.services import postgres_database
 from tests.support.stage import Stage, live, releases, wait_for
 
 BOUND = 120  # SPEC §7: within two minutes
+
+
+@pytest.fixture
+def database_url() -> Iterator[str]:
+    """The processes a user runs, on PostgreSQL (tests/integration/test_recovery.py runs the
+    same recovery on SQLite too): each of these waits out a real lock's time to live."""
+    with postgres_database() as url:
+        yield url
 
 
 @pytest.mark.timeout(300)
@@ -30,10 +39,9 @@ def test_a_worker_killed_in_after_activate_is_recovered_by_a_new_worker(
     logs = tmp_path / "logs"
     first = s.deploy("one")
     assert first.state == "succeeded", first.error
-    blocked, waiting = s.deployment("blocking"), s.deployment("three")
-    for deployment_id in (blocked, waiting):
-        s.ctx.jobs.enqueue("deploys", "workers.deploy.run", deployment_id,
-                           job_id=f"deploy-{deployment_id}", timeout=600)
+    blocked = s.deployment("blocking")
+    s.ctx.jobs.enqueue("deploys", "workers.deploy.run", blocked, job_id=f"deploy-{blocked}",
+                       timeout=600)
     worker = start("worker-1", conveyor_argv("worker"), {}, logs)
     try:
         s.wait_for(lambda: all((h.root / "activated").exists() for h in s.fleet.hosts),
@@ -41,6 +49,10 @@ def test_a_worker_killed_in_after_activate_is_recovered_by_a_new_worker(
     finally:
         kill_tree(worker)
     killed_at = time.monotonic()
+    # Queued behind it (made after it started: a newer one waiting would have gone first).
+    waiting = s.deployment("three")
+    s.ctx.jobs.enqueue("deploys", "workers.deploy.run", waiting, job_id=f"deploy-{waiting}",
+                       timeout=600)
     assert s.state(blocked).state == "running"
     assert s.state(waiting).state == "queued"
 
@@ -69,6 +81,7 @@ projects:
     provider: github
     repo: acme/shop
     webhook_secret: ${{WEBHOOK_SECRET}}
+    clone_url: {clone_url}
     build: {{commands: ["sleep 30"], artifact: dist}}
     environments:
       staging:
@@ -83,7 +96,7 @@ def test_a_worker_killed_mid_build_leaves_the_build_failed_and_its_deployment_fa
         worker_context: Callable[..., Context], database_url: str, tmp_path: Path,
         git_repo: GitRepo) -> None:
     target = tmp_path / "host"
-    ctx = worker_context(BUILD_PIPELINE.format(path=target), database_url)
+    ctx = worker_context(BUILD_PIPELINE.format(path=target, clone_url=git_repo.url), database_url)
     build_id, deployment_id = _queued_build(ctx, git_repo)
     logs = tmp_path / "logs"
     # The build's liveness key lives 4 s here (60 s by default), scans come every second.

@@ -84,3 +84,18 @@ def test_the_watch_checks_every_interval_until_its_end_and_bounds_its_own_time()
     assert short.watch_rounds == (3,)  # a watch shorter than an interval still checks once
     none = cfg.Healthcheck(command="true")
     assert (none.watch, none.watch_rounds, none.watch_longest(600)) == (0, (), 0)
+
+
+@pytest.mark.parametrize(("facts", "state"), [
+    ({}, "succeeded"),
+    ({"failed_unreachable": [False]}, "failed"),
+    ({"failed_unreachable": [True, True]}, "error"),
+    ({"failed_unreachable": [True, False]}, "failed"),
+    ({"stopped": "canceled"}, "canceled"),
+    ({"stopped": "lock lost"}, "error"),
+    ({"stopped": "artifact gone"}, "error"),
+    ({"stopped": "canceled", "stuck": True}, "error"),  # a host may still run the new release
+    ({"failed_unreachable": [False], "stuck": True}, "error"),
+])
+def test_the_end_of_a_deployment_follows_from_what_its_job_saw(facts: dict, state: str) -> None:
+    assert rules.deployment_outcome(**facts) == state
