@@ -88,7 +88,7 @@ def recover_deployment(deployment_id: int) -> None:
     """RQ job on `deploys`: put back and end an abandoned deployment, under its
     environment's lock, then queue the next deployment waiting there."""
     ctx = context()
-    target = pipeline.running_target(ctx, deployment_id)
+    target = pipeline.deployment_target(ctx, deployment_id, state="running")
     if target is None:
         return
     try:

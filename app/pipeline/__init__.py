@@ -156,7 +156,6 @@ from app.pipeline.recovery import (
     may_have_switched,
     running_builds,
     running_deployments,
-    running_target,
 )
 
 __all__ += [
@@ -174,6 +173,5 @@ __all__ += [
     "may_have_switched",
     "running_builds",
     "running_deployments",
-    "running_target",
 ]
 # -- end of issue 9's block ---------------------------------------------------------------------

@@ -102,11 +102,13 @@ def known_clone_url(ctx: Context, project: cfg.Project) -> str | None:
             .limit(1))
 
 
-def deployment_target(ctx: Context, deployment_id: int) -> tuple[str, str] | None:
-    """(project, environment) of a deployment that is still to run, else None."""
+def deployment_target(ctx: Context, deployment_id: int,
+                      state: str = "queued") -> tuple[str, str] | None:
+    """(project, environment) of a deployment in `state` (by default: still to run), else
+    None."""
     with ctx.db.session() as session:
         deployment = session.get(Deployment, deployment_id)
-        if deployment is None or deployment.state != "queued":
+        if deployment is None or deployment.state != state:
             return None
         return deployment.project, deployment.environment
 

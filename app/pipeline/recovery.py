@@ -112,15 +112,6 @@ def enqueue_recovery(ctx: Context, deployment: RunningDeployment, now: float) ->
         timeout=_deadline(ctx, deployment))
 
 
-def running_target(ctx: Context, deployment_id: int) -> tuple[str, str] | None:
-    """(project, environment) of a deployment that is still running, else None."""
-    with ctx.db.session() as session:
-        deployment = session.get(Deployment, deployment_id)
-        if deployment is None or deployment.state != "running":
-            return None
-        return deployment.project, deployment.environment
-
-
 def abandoned_in(ctx: Context, project: str, environment: str) -> list[Abandoned]:
     """The running deployments of an environment. Call it holding the environment's lock:
     a live deployment holds that lock, so every one found then is abandoned."""
