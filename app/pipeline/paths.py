@@ -76,9 +76,14 @@ def changes_check(ctx: Context, build_id: int) -> ChangesCheck | None:
                             project.paths)
 
 
-def settle(ctx: Context, check: ChangesCheck, files: list[str],
+def settle(ctx: Context, check: ChangesCheck, files: list[str] | str,
            say: Callable[[str], None]) -> bool:
-    """Skip the build when no changed file lies under `paths:`; True when it was skipped."""
+    """Skip the build when no changed file lies under `paths:`; True when it was skipped.
+    `files` is what changed, or why that cannot be told: then it is built (a build too many
+    costs minutes; a deployment missed costs a release)."""
+    if isinstance(files, str):
+        say(f"paths: cannot tell what the push changed ({files}); building")
+        return False
     patterns = ", ".join(check.patterns)
     if touches(files, check.patterns):
         say(f"paths: the push changes files under {patterns}; building")
