@@ -116,3 +116,14 @@ def test_a_build_fetches_from_the_configured_clone_url_and_never_a_payloads_path
     assert pipeline.clone_source(None, "https://h/a.git") == ("https://h/a.git", None)
     _url, refusal = pipeline.clone_source(None, "/home/conveyor/.ssh")
     assert refusal is not None and "set clone_url in conveyor.yml" in refusal
+
+
+def test_a_push_whose_changes_cannot_be_told_is_built() -> None:
+    from app.pipeline import ChangesCheck, settle_changes
+
+    said: list[str] = []
+    check = ChangesCheck(1, "a" * 40, "b" * 40, None, ("services/shop/**",))
+    # No database is touched: only skipping writes.
+    assert settle_changes(None, check, "git diff failed: bad object", said.append) is False  # type: ignore[arg-type]
+    assert said == ["paths: cannot tell what the push changed (git diff failed: bad object);"
+                    " building"]
