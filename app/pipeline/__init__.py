@@ -54,7 +54,12 @@ from app.pipeline.order import (
 )
 from app.pipeline.paths import ChangesCheck, changes_check, skip_build
 from app.pipeline.paths import settle as settle_changes
-from app.pipeline.report import BUILD_CONTEXT, report_build, report_deployment
+from app.pipeline.report import (
+    BUILD_CONTEXT,
+    report_build,
+    report_deployment,
+    send_status_later,
+)
 from app.pipeline.rules import (
     activation_batches,
     build_description,
@@ -127,6 +132,7 @@ __all__ = [
     "retry",
     "rollback",
     "rollback_target",
+    "send_status_later",
     "settings_hash",
     "settle_changes",
     "skip_build",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from app.context import Context
 from app.models import Build, Deployment
@@ -21,8 +22,17 @@ def report_build(ctx: Context, build: Build) -> None:
 def report_deployment(ctx: Context, deployment: Deployment) -> None:
     """Queue the commit status `conveyor/deploy/<environment>` for the deployment's state."""
     _report(ctx, deployment.project, deployment.sha, f"conveyor/deploy/{deployment.environment}",
-            deployment.state, deployment_description(deployment),
+            deployment.state, deployment_description(deployment, _hosts(ctx, deployment)),
             f"/deployments/{deployment.id}", f"deploy-{deployment.id}")
+
+
+def _hosts(ctx: Context, deployment: Deployment) -> int | None:
+    """How many hosts the deployment works on (a retry's, or its environment's)."""
+    if deployment.hosts_only:
+        return len(deployment.hosts_only)
+    project = ctx.config.projects.get(deployment.project)
+    env = project.environments.get(deployment.environment) if project else None
+    return len(env.hosts) if env else None
 
 
 def _report(ctx: Context, project_name: str, sha: str, context: str, state: str,
@@ -30,15 +40,24 @@ def _report(ctx: Context, project_name: str, sha: str, context: str, state: str,
     project = ctx.config.projects.get(project_name)
     if project is None or project.status is None:
         return
-    from rq import Retry
-
     # `seq` orders the statuses of one (sha, context): a retried older one never overwrites
     # a newer one that went out meanwhile. The notify job masks it and cuts the description
     # to the forge's limit (masked first: a cut secret would show its first characters).
     status = {"project": project_name, "sha": sha, "context": context, "state": state,
               "description": description,
               "target_url": f"{ctx.config.public_url}{link}", "seq": time.time_ns()}
-    ctx.jobs.enqueue("notify", "workers.notify.send_status", status,
-                     job_id=f"status-{subject}-{state}", timeout=120,
+    _send(ctx, status, f"status-{subject}-{state}")
+
+
+def send_status_later(ctx: Context, status: dict[str, Any], delay: float) -> None:
+    """Queue a status again, `delay` seconds from now (the forge asked to be left alone)."""
+    _send(ctx, status, f"status-{status['seq']}-at-{time.time_ns()}", delay=delay)
+
+
+def _send(ctx: Context, status: dict[str, Any], job_id: str, delay: float = 0) -> None:
+    from rq import Retry
+
+    ctx.jobs.enqueue("notify", "workers.notify.send_status", status, job_id=job_id,
+                     timeout=120, delay=delay,
                      retry=Retry(max=len(NOTIFY_RETRY_INTERVALS),
                                  interval=NOTIFY_RETRY_INTERVALS))

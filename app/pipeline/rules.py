@@ -307,24 +307,64 @@ def build_description(build: Build) -> str:
             "skipped": f"Not built: {UNCHANGED}"}.get(build.state, build.state)
 
 
-def deployment_description(deployment: Deployment) -> str:
-    env = deployment.environment
+def deployment_description(deployment: Deployment, hosts: int | None = None) -> str:
+    """What a commit status says of a deployment, in words read at a glance (at most 140
+    characters: "Live on 3 hosts in 41s", "Superseded by 1a2b3c4"); `hosts` is how many
+    hosts it works on."""
+    env, error = deployment.environment, deployment.error or ""
+    on = f" on {_hosts(hosts)}" if hosts else ""
     if deployment.state == "succeeded" and deployment.started_at and deployment.finished_at:
         took = _duration(deployment.started_at, deployment.finished_at)
-        return f"Deployed {deployment.release_id} to {env} in {took}"
-    return {"queued": f"Waiting to deploy to {env}", "running": f"Deploying to {env}",
-            "failed": f"Deploy to {env} failed: {deployment.error or 'see the log'}",
-            "error": f"Deploy to {env} could not finish: {deployment.error or 'see the log'}",
-            "skipped": f"Not deployed to {env}: {UNCHANGED}",
-            "awaiting_approval": f"Awaiting approval to deploy to {env}",
-            "superseded": f"Not deployed to {env}: {deployment.error or 'superseded'}",
-            "canceled": f"Deploy to {env} canceled: {deployment.error or 'canceled'}",
-            }.get(deployment.state, f"{deployment.state}")
+        if deployment.kind == "rollback":
+            return _cut(f"Rolled back to {deployment.release_id}{on} in {took}")
+        return _cut(f"Live{on} in {took}")
+    if deployment.state == "superseded":
+        newer = _SUPERSEDED_BY.search(error)
+        return _cut(f"Superseded by {newer.group(1)}" if newer else
+                    f"Not deployed: {deployment.sha[:7]} is live on {env} already, or behind it")
+    if deployment.state == "failed":
+        return _cut(_failure(error) or f"Deploy to {env} failed: see the log")
+    return _cut({
+        "queued": f"Waiting to deploy to {env}",
+        "awaiting_approval": f"Waiting for approval to deploy to {env}",
+        "running": f"Deploying to {env}" + (f" ({_hosts(hosts)})" if hosts else ""),
+        "error": f"Could not finish: {_failure(error) or error or 'see the log'}",
+        "skipped": f"Not deployed to {env}: {UNCHANGED}",
+        "canceled": (error[:1].upper() + error[1:]) if error else f"Deploy to {env} canceled",
+    }.get(deployment.state, deployment.state))
+
+
+# "activate failed, every switched host put back: deploy@web-2: after_activate failed: ..."
+_FAILURE = re.compile(r"^(?P<phase>[\w ]+?) failed(?: after \d+ s)?, (?P<outcome>[^:]+): "
+                      r"(?:[\w.-]+@)?(?P<host>[\w.\[\]:-]+?)(?::\d+)?: (?:\w+ failed: )?"
+                      r"(?P<reason>.+)$", re.S)
+_SUPERSEDED_BY = re.compile(r"superseded by deployment \d+ of ([0-9a-f]{7})")
+
+
+def _failure(error: str) -> str | None:
+    """ "the health check failed 2 time(s) on web-2; every switched host put back" out of the
+    deploy job's error, or None when it is not of that shape."""
+    found = _FAILURE.match(error)
+    if found is None:
+        return None
+    reason = found["reason"].split("; then ")[0].strip()
+    outcome = found["outcome"].replace("no host changed", "no host was changed")
+    return f"{reason[0].upper()}{reason[1:]} on {found['host']}; {outcome}"
+
+
+def _hosts(count: int) -> str:
+    return f"{count} host{'s' if count != 1 else ''}"
+
+
+def _cut(text: str) -> str:
+    """At most 140 characters (GitHub's limit), cut with an ellipsis."""
+    text = " ".join(text.split())
+    return text if len(text) <= 140 else text[:139] + "…"
 
 
 def _duration(start: datetime, end: datetime) -> str:
     seconds = max(0, round((aware(end) - aware(start)).total_seconds()))
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+    return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
 
 
 # -- the pipeline's order (SPEC §7) -------------------------------------------------------------

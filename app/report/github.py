@@ -29,4 +29,5 @@ def post_status(http: requests.Session, api_url: str, token: str, repo: str, sha
     except requests.RequestException as exc:
         reason = type(exc).__name__
         raise ReportError(f"GitHub could not be reached: {reason}", retry=True) from None
-    classify("GitHub", response.status_code, response.text, f"the status for {repo}@{sha[:7]}")
+    classify("GitHub", response.status_code, response.text, f"the status for {repo}@{sha[:7]}",
+             response.headers)

@@ -31,4 +31,5 @@ def post_status(http: requests.Session, api_url: str, token: str, repo: str, sha
         raise ReportError(f"GitLab could not be reached: {reason}", retry=True) from None
     if response.status_code == 400 and "Cannot transition status" in response.text:
         return  # GitLab refuses to set the state a status already has: nothing to do
-    classify("GitLab", response.status_code, response.text, f"the status for {repo}@{sha[:7]}")
+    classify("GitLab", response.status_code, response.text, f"the status for {repo}@{sha[:7]}",
+             response.headers)

@@ -66,7 +66,7 @@ def test_staging_then_production_after_approval_with_the_same_bytes(
         s["context"] == "conveyor/deploy/production" for s in found))
     awaiting = [s for s in statuses if s["context"] == "conveyor/deploy/production"][-1]
     assert awaiting["state"] == "pending"
-    assert awaiting["description"] == "Awaiting approval to deploy to production"
+    assert awaiting["description"] == "Waiting for approval to deploy to production"
     assert awaiting["target_url"] == f"https://deploy.example.com/deployments/{parked['id']}"
 
     approved = r.post(f"/deployments/{parked['id']}/approve")

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
+from rq import Queue, SimpleWorker
+from rq.scheduler import RQScheduler
+from rq.serializers import JSONSerializer
 
 from app.context import Context
 from tests.support.forge import GitHubForge, GitLabForge
@@ -94,3 +99,45 @@ def test_gitea_takes_githubs_request_with_a_token_header(
     notify.send_status(status("succeeded", 1))
     assert [s["state"] for s in stand_in.statuses] == ["success"]
     assert stand_in.violations == []
+
+
+def test_retry_after_holds_back_every_status_to_that_api_root_from_every_worker(
+        forge: GitHubForge, redis_db: redis.Redis) -> None:
+    forge.fail_next(3, 500)
+    forge.fail_next(1, 429, {"Retry-After": "2"})
+    for _ in range(3):  # RQ retries these
+        with pytest.raises(notify.ReportError):
+            notify.send_status(status("queued", 1))
+    notify.send_status(status("queued", 1))  # 429: the gate closes, the status waits
+    told_at = forge.requests[-1]["at"]
+    notify.send_status(status("succeeded", 2))  # another job: held back too, nothing sent
+    assert [r["code"] for r in forge.requests] == [500, 500, 500, 429]
+    assert notify.gate_wait(redis_db, forge.url) > 0
+
+    queue = Queue("notify", connection=redis_db, serializer=JSONSerializer)
+    assert len(queue.scheduled_job_registry.get_job_ids()) == 2
+    while notify.gate_wait(redis_db, forge.url) > 0:  # the event: the gate opens
+        time.sleep(0.05)
+    run_due_jobs(redis_db, queue)
+
+    sent = [r for r in forge.requests if r["code"] == 201]
+    assert sent and all(r["at"] >= told_at + 2 for r in sent)  # nothing before 2 s passed
+    states = [s["state"] for s in forge.statuses]
+    assert states[-1] == "success" and "pending" not in states[states.index("success"):]
+    assert forge.violations == []
+
+
+def test_gitlab_is_never_sent_a_state_a_status_has_already(gitlab: GitLabForge) -> None:
+    for state, seq in (("queued", 1), ("awaiting_approval", 2), ("running", 3)):
+        notify.send_status(status(state, seq))  # queued and awaiting_approval: both pending
+    assert [s["state"] for s in gitlab.statuses] == ["pending", "running"]
+    assert len(gitlab.requests) == 2
+
+
+def run_due_jobs(redis_db: redis.Redis, queue: Queue) -> None:
+    """What RQ's scheduler and a worker do with jobs that are due, in this process."""
+    scheduler = RQScheduler([queue], connection=redis_db, serializer=JSONSerializer)
+    scheduler.acquire_locks()
+    scheduler.enqueue_scheduled_jobs()
+    scheduler.release_locks()
+    SimpleWorker([queue], connection=redis_db, serializer=JSONSerializer).work(burst=True)

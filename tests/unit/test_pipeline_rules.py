@@ -76,11 +76,37 @@ def test_descriptions_fit_githubs_limit_and_say_what_happened() -> None:
     from app.models import Deployment
 
     start = datetime(2026, 1, 1, tzinfo=UTC)
-    done = Deployment(environment="staging", state="succeeded", release_id="r1",
-                      started_at=start, finished_at=start + timedelta(seconds=75))
-    assert pipeline.deployment_description(done) == "Deployed r1 to staging in 1m15s"
-    failed = Deployment(environment="staging", state="failed", error="x" * 300)
-    assert pipeline.deployment_description(failed).startswith("Deploy to staging failed: x")
+    took = {"started_at": start, "finished_at": start + timedelta(seconds=41)}
+
+    def said(hosts: int | None = 3, **fields: object) -> str:
+        text = pipeline.deployment_description(
+            Deployment(environment="production", kind=fields.pop("kind", "deploy"),
+                       sha="1a2b3c4" + "0" * 33, **fields), hosts)
+        assert len(text) <= 140
+        return text
+
+    assert said(state="succeeded", release_id="r1", **took) == "Live on 3 hosts in 41 s"
+    assert said(1, state="succeeded", release_id="r1", started_at=start,
+                finished_at=start + timedelta(seconds=75)) == "Live on 1 host in 1 min 15 s"
+    assert said(state="succeeded", kind="rollback", release_id="20261201T101500Z-1a2b3c4",
+                **took) == "Rolled back to 20261201T101500Z-1a2b3c4 on 3 hosts in 41 s"
+    assert said(state="awaiting_approval") == "Waiting for approval to deploy to production"
+    assert said(state="superseded", error="superseded by deployment 42 of 9f8e7d6") == \
+        "Superseded by 9f8e7d6"
+    assert said(state="superseded", error="1a2b3c4 is live there already, or behind what is live"
+                ) == "Not deployed: 1a2b3c4 is live on production already, or behind it"
+    assert said(state="failed", error=(
+        "activate failed, every switched host put back: deploy@web-2:22: after_activate"
+        " failed: the health check failed 2 time(s) (exit 1): curl: (7) refused")) == (
+        "The health check failed 2 time(s) (exit 1): curl: (7) refused on web-2; every"
+        " switched host put back")
+    assert said(state="failed", error=(
+        "watch failed after 42 s, every host put back: deploy@web-1: healthcheck failed:"
+        " down")) == "Down on web-1; every host put back"
+    assert said(state="canceled", error="canceled by admin; every switched host put back") == \
+        "Canceled by admin; every switched host put back"
+    long = said(state="error", error="x" * 300)
+    assert long.startswith("Could not finish: xxx") and long.endswith("…")
 
 
 def test_the_token_of_any_url_is_masked_even_when_it_is_no_configured_secret() -> None:
