@@ -81,10 +81,13 @@ def _events_of(ctx: Context, row: Build | Deployment) -> tuple[str, ...]:
 
 
 def _hosts_put_back(ctx: Context, deployment_id: int) -> bool:
+    # A host put back is `rolled_back`, or `failed` with the time its rollback step took
+    # (the host that failed the health check is put back too, and keeps its error).
     with ctx.db.session() as session:
-        return session.scalar(select(DeploymentHost.id).where(
-            DeploymentHost.deployment_id == deployment_id,
-            DeploymentHost.state == "rolled_back").limit(1)) is not None
+        rows = session.execute(select(DeploymentHost.state, DeploymentHost.timings).where(
+            DeploymentHost.deployment_id == deployment_id))
+        return any(state == "rolled_back" or "rollback" in (timings or {})
+                   for state, timings in rows)
 
 
 @dataclass(frozen=True)
