@@ -128,6 +128,10 @@ def check_command(args: argparse.Namespace, settings: Settings) -> int:
         say(f"  build: {len(project.build.commands)} command(s), artifact "
               f"{', '.join(project.build.artifact)}, timeout {project.build.timeout}s")
         say(f"  statuses: {'to ' + project.status.api_url if project.status else 'off'}")
+        if project.notify:
+            chosen = {event for target in project.notify for event in target.events}
+            events = ", ".join(e for e in cfg.CHAT_EVENTS if e in chosen)
+            say(f"  chat: {len(project.notify)} webhook(s) on {events}")
         for env in project.environments.values():
             say(f"  environment {env.name}: branches {', '.join(env.branches)} -> "
                   f"{len(env.hosts)} host(s) at {env.path}, keep {env.keep_releases} releases")

@@ -12,6 +12,14 @@ from app.pipeline.builds import (
     release_artifacts,
     start_build,
 )
+from app.pipeline.chat import (
+    CHAT_RETRY_INTERVALS,
+    ChatFacts,
+    chat_events,
+    chat_facts,
+    queue_chat,
+    report_chat,
+)
 from app.pipeline.common import log, log_many
 from app.pipeline.deployments import (
     Artifact,
@@ -181,3 +189,14 @@ __all__ += [
     "running_deployments",
 ]
 # -- end of issue 9's block ---------------------------------------------------------------------
+
+# -- issue 10 (chat messages) -------------------------------------------------------------------
+__all__ += [
+    "CHAT_RETRY_INTERVALS",
+    "ChatFacts",
+    "chat_events",
+    "chat_facts",
+    "queue_chat",
+    "report_chat",
+]
+# -- end of issue 10's block --------------------------------------------------------------------

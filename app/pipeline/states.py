@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from app.context import Context
 from app.models import Build, Deployment, utcnow
+from app.pipeline.chat import report_chat
 from app.pipeline.report import report_build, report_deployment
 from app.pipeline.rules import mask
 
@@ -74,6 +75,7 @@ class Changes:
                 report_build(self.ctx, row)
             else:
                 report_deployment(self.ctx, row)
+            report_chat(self.ctx, row)
 
 
 @contextmanager

@@ -43,3 +43,15 @@ def test_a_missing_secret_variable_exits_2(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 2
     assert "environment variable EXAMPLE_WEBHOOK_SECRET is not set" in result.stderr
+
+
+def test_the_plan_says_which_chat_events_go_where(tmp_path: Path) -> None:
+    config = tmp_path / "conveyor.yml"
+    config.write_text(EXAMPLE.read_text().rstrip("\n") + """
+    notify:
+      - {slack: "https://hooks.slack.example/services/T0/B0/x", events: [failed]}
+      - {slack: "https://chat.example/hooks/abc", events: [awaiting_approval, started]}
+""")
+    result = check(config, EXAMPLE_WEBHOOK_SECRET="example-webhook-secret")
+    assert result.returncode == 0, result.stderr
+    assert "  chat: 2 webhook(s) on started, failed, awaiting_approval\n" in result.stdout
