@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from app.context import Context
 from app.models import Build, Deployment, DeploymentHost, Release
-from app.pipeline.rules import _duration
+from app.pipeline.rules import took_between
 
 CHAT_RETRY_INTERVALS = [2, 10, 30, 120, 600]
 _DEPLOYMENT_EVENTS = {"running": ("started",), "succeeded": ("succeeded",),
@@ -127,7 +127,7 @@ def chat_facts(ctx: Context, message: dict[str, Any]) -> ChatFacts | None:
 def _took(row: Build | Deployment) -> str | None:
     if row.started_at is None or row.finished_at is None:
         return None
-    return _duration(row.started_at, row.finished_at)
+    return took_between(row.started_at, row.finished_at)
 
 
 def _live_before(session: Any, deployment: Deployment) -> str | None:

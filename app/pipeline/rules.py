@@ -301,7 +301,7 @@ def rollback_target(releases: Iterable[tuple[str, bool, bool]], live: str | None
 
 def build_description(build: Build) -> str:
     if build.state == "succeeded" and build.started_at and build.finished_at:
-        return f"Built in {_duration(build.started_at, build.finished_at)}"
+        return f"Built in {took_between(build.started_at, build.finished_at)}"
     return {"queued": "Build queued", "running": "Building",
             "failed": f"Build failed: {build.error or 'see the log'}",
             "skipped": f"Not built: {UNCHANGED}"}.get(build.state, build.state)
@@ -314,7 +314,7 @@ def deployment_description(deployment: Deployment, hosts: int | None = None) -> 
     env, error = deployment.environment, deployment.error or ""
     on = f" on {_hosts(hosts)}" if hosts else ""
     if deployment.state == "succeeded" and deployment.started_at and deployment.finished_at:
-        took = _duration(deployment.started_at, deployment.finished_at)
+        took = took_between(deployment.started_at, deployment.finished_at)
         if deployment.kind == "rollback":
             return _cut(f"Rolled back to {deployment.release_id}{on} in {took}")
         return _cut(f"Live{on} in {took}")
@@ -362,7 +362,7 @@ def _cut(text: str) -> str:
     return text if len(text) <= 140 else text[:139] + "…"
 
 
-def _duration(start: datetime, end: datetime) -> str:
+def took_between(start: datetime, end: datetime) -> str:
     seconds = max(0, round((aware(end) - aware(start)).total_seconds()))
     return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
 
