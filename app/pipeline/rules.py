@@ -363,6 +363,7 @@ def _cut(text: str) -> str:
 
 
 def took_between(start: datetime, end: datetime) -> str:
+    """How long from `start` to `end`, as statuses and chat say it: "41 s", "1 min 15 s"."""
     seconds = max(0, round((aware(end) - aware(start)).total_seconds()))
     return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
 
