@@ -81,11 +81,8 @@ def deploy(project: str, environment: str):  # type: ignore[no-untyped-def]
     body = _body()
 
     def start(ctx: Context) -> Deployment:
-        configured = ctx.config.projects.get(project)
-        env = configured.environments.get(environment) if configured else None
-        if configured is None or env is None:
-            raise pipeline.OperationError(404, f"there is no environment {environment!r} in"
-                                               f" project {project!r}")
+        env = pipeline.configured_environment(ctx, project, environment)
+        configured = ctx.config.projects[project]
         sha, ref = _commit(ctx, project, body)
         clone_url = pipeline.known_clone_url(ctx, configured) or ""
         _build, deployment = pipeline.deploy_by_hand(

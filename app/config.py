@@ -191,6 +191,11 @@ class Config:
     # Every `${VAR}` value of MIN_SECRET characters or more, and every token of a URL.
     substituted: frozenset[str] = frozenset()
 
+    def environment(self, project: str, environment: str) -> Environment | None:
+        """The environment `environment` of project `project`, if both are configured."""
+        found = self.projects.get(project)
+        return found.environments.get(environment) if found else None
+
     def find_project(self, provider: str, repo: str) -> Project | None:
         """The project of `provider` whose repository is `repo` (case-insensitive, like forges)."""
         for project in self.projects.values():

@@ -28,7 +28,7 @@ from app import pipeline
 from app.config import Ssh
 from app.context import Context
 from workers import context
-from workers.git import GIT_TIMEOUT, git_env, mirror_path
+from workers.git import GitError, git_env, mirror_path, read
 from workers.recovery import alive
 
 _SHA = re.compile(r"^[0-9a-f]{40}$")
@@ -148,13 +148,10 @@ def git(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) 
 
     Without `env`, git reads only Conveyor's own mirrors and workspaces (paths), never a
     remote: a fetch from the project's repository passes `git_env(origin=...)`."""
-    result = subprocess.run(["git", *args], cwd=cwd, env=env or git_env(allow_file=True),
-                            capture_output=True,
-                            text=True, timeout=GIT_TIMEOUT, check=False)
-    if result.returncode != 0:
-        message = (result.stderr.strip().splitlines() or ["no message"])[-1]
-        raise BuildError(f"git {args[0]} failed: {message}")
-    return result.stdout
+    try:
+        return read(cwd, *args, env=env or git_env(allow_file=True))
+    except GitError as exc:
+        raise BuildError(str(exc)) from None
 
 
 def update_mirror(data_dir: Path, project: str, clone_url: str,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fcntl
 import re
-import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +18,7 @@ from app import pipeline
 from app.config import Ssh
 from app.context import Context
 from app.events import ZERO_SHA
-from workers.git import GIT_TIMEOUT, git_env
+from workers.git import GitError, git_env, read
 
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 
@@ -100,10 +99,11 @@ def ancestry(mirror: Path, shas: list[str]) -> set[tuple[str, str]]:
 
 
 def _is_ancestor(mirror: Path, a: str, b: str) -> bool:
-    result = subprocess.run(["git", "merge-base", "--is-ancestor", "--end-of-options", a, b],
-                            cwd=mirror, env=git_env(), capture_output=True,
-                            timeout=GIT_TIMEOUT, check=False)
-    return result.returncode == 0
+    try:
+        read(mirror, "merge-base", "--is-ancestor", "--end-of-options", a, b)
+    except GitError:
+        return False
+    return True
 
 
 def _is_commit(mirror: Path, sha: str) -> bool:
@@ -141,14 +141,9 @@ def _merge_base(mirror: Path, branch: str, after: str) -> str | None:
 
 def _git(mirror: Path, *args: str, env: dict[str, str] | None = None) -> str:
     try:
-        result = subprocess.run(["git", *args], cwd=mirror, env=env or git_env(),
-                                capture_output=True, timeout=GIT_TIMEOUT, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ChangesUnknown(f"git {args[0]}: {type(exc).__name__}") from None
-    if result.returncode != 0:
-        message = (result.stderr.decode("utf-8", "replace").strip().splitlines() or [""])[-1]
-        raise ChangesUnknown(f"git {args[0]} failed: {message or result.returncode}")
-    return result.stdout.decode("utf-8", "surrogateescape")
+        return read(mirror, *args, env=env)
+    except GitError as exc:
+        raise ChangesUnknown(str(exc)) from None
 
 
 def _split(output: str) -> list[str]:

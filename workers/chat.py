@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from app.context import Context
 from app.report import ReportError
 from app.report.chat import MAX_COMMITS, Commit, RateLimited, message_body, post_message
 from workers import context
-from workers.git import git_env, mirror_path
+from workers.git import GitError, mirror_path, read
 
 log = logging.getLogger(__name__)
 GATE_MS = 1000
@@ -114,10 +113,6 @@ def _gate(url: str) -> str:
 def _git(mirror: Path, *args: str) -> str | None:
     """git's output in the mirror, or None (a message goes out without what git cannot say)."""
     try:
-        result = subprocess.run(["git", *args], cwd=mirror, env=git_env(), capture_output=True,
-                                timeout=GIT_TIMEOUT, check=False)
-    except (OSError, subprocess.TimeoutExpired):
+        return read(mirror, *args, timeout=GIT_TIMEOUT)
+    except GitError:
         return None
-    if result.returncode != 0:
-        return None
-    return result.stdout.decode("utf-8", "replace")

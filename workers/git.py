@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import subprocess
 from pathlib import Path
 
 from app.config import Ssh
@@ -41,3 +42,22 @@ def git_env(ssh: Ssh | None = None, origin: str | None = None, *,
 def mirror_path(data_dir: Path, project: str) -> Path:
     """Where this machine keeps the project's bare mirror."""
     return data_dir / "mirrors" / f"{project}.git"
+
+
+class GitError(Exception):
+    """git could not run, or exited non-zero; the message is git's own last line."""
+
+
+def read(cwd: Path | None, *args: str, env: dict[str, str] | None = None,
+         timeout: float = GIT_TIMEOUT) -> str:
+    """git's output for an argument list run in `cwd` (by default with `git_env()`: no
+    remote, no prompt); GitError when it cannot run, times out or fails."""
+    try:
+        result = subprocess.run(["git", *args], cwd=cwd, env=env or git_env(),
+                                capture_output=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise GitError(f"git {args[0]}: {type(exc).__name__}") from None
+    if result.returncode != 0:
+        message = (result.stderr.decode("utf-8", "replace").strip().splitlines() or [""])[-1]
+        raise GitError(f"git {args[0]} failed: {message or f'exit status {result.returncode}'}")
+    return result.stdout.decode("utf-8", "surrogateescape")

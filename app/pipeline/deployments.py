@@ -120,10 +120,8 @@ def start_deployment(ctx: Context, deployment_id: int) -> DeploymentOrder | None
         deployment = session.get(Deployment, deployment_id, with_for_update=True)
         if deployment is None or deployment.state != "queued":
             return None
-        project = ctx.config.projects.get(deployment.project)
-        env = project.environments.get(deployment.environment) if project else None
-        build = deployment.build
-        if project is None or env is None or build.state != "succeeded":
+        env = ctx.config.environment(deployment.project, deployment.environment)
+        if env is None or deployment.build.state != "succeeded":
             change.move(deployment, "error",
                         error="the environment is no longer configured or has no artifact")
             return None
@@ -144,10 +142,10 @@ def start_deployment(ctx: Context, deployment_id: int) -> DeploymentOrder | None
 def order_of(ctx: Context, deployment: Deployment) -> DeploymentOrder | None:
     """What running (or putting back) a deployment that has its release id takes; None when
     its environment is no longer configured."""
-    project = ctx.config.projects.get(deployment.project)
-    env = project.environments.get(deployment.environment) if project else None
-    if project is None or env is None or not deployment.release_id:
+    env = ctx.config.environment(deployment.project, deployment.environment)
+    if env is None or not deployment.release_id:
         return None
+    project = ctx.config.projects[deployment.project]
     build = deployment.build
     only = set(deployment.hosts_only or ())
     return DeploymentOrder(
@@ -272,6 +270,14 @@ def release_commits(ctx: Context, project: str, environment: str,
                                       Deployment.environment == environment,
                                       Deployment.release_id.in_(release_ids)))
         return {release_id: (sha, ref) for release_id, sha, ref in rows}
+
+
+def live_deployment(session: Session, project: str, environment: str) -> Deployment | None:
+    """The deployment whose release an environment runs: the last one that succeeded."""
+    return session.scalar(select(Deployment).where(
+        Deployment.project == project, Deployment.environment == environment,
+        Deployment.state == "succeeded").order_by(Deployment.finished_at.desc(),
+                                                  Deployment.id.desc()).limit(1))
 
 
 def last_good_release(ctx: Context, project: str, environment: str,

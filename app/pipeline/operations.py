@@ -13,7 +13,7 @@ from app import config as cfg
 from app.context import Context
 from app.models import Build, Deployment, Release, utcnow
 from app.pipeline.builds import find_or_create_build, queue_work
-from app.pipeline.deployments import create_manual_deployment
+from app.pipeline.deployments import create_manual_deployment, live_deployment
 from app.pipeline.order import advance, enqueue_deployment
 from app.pipeline.rules import rollback_target
 from app.pipeline.states import changes
@@ -93,7 +93,7 @@ def retry(ctx: Context, deployment_id: int, *, by: str) -> Deployment:
             raise OperationError(409, f"deployment {deployment_id} has no artifact to deploy"
                                       " (its build failed or was pruned): deploy again")
         reached = {h.host for h in original.hosts if h.release == original.release_id}
-        configured = _environment(ctx, original.project, original.environment)
+        configured = configured_environment(ctx, original.project, original.environment)
         hosts = [h.spec for h in configured.hosts if h.spec not in reached]
         if not hosts:
             raise OperationError(409, f"every host of deployment {deployment_id} reached"
@@ -114,14 +114,12 @@ def rollback(ctx: Context, project: str, environment: str, *, by: str,
     """Put the environment back on its last good release before the live one (or on
     `release`, which must have gone live and not be marked bad); the release rolled away
     from is marked bad once the rollback has succeeded."""
-    _environment(ctx, project, environment)
+    configured_environment(ctx, project, environment)
     with ctx.db.session() as session:
         releases = list(session.scalars(select(Release).filter_by(
             project=project, environment=environment)))
-        live = session.scalar(select(Deployment.release_id).where(
-            Deployment.project == project, Deployment.environment == environment,
-            Deployment.state == "succeeded").order_by(Deployment.finished_at.desc(),
-                                                      Deployment.id.desc()).limit(1))
+        current = live_deployment(session, project, environment)
+        live = current.release_id if current else None
         target = release or rollback_target(
             ((r.release_id, r.live_at is not None, r.bad) for r in releases), live)
         chosen = next((r for r in releases if r.release_id == target), None)
@@ -153,9 +151,9 @@ def _get(session, deployment_id: int) -> Deployment:  # type: ignore[no-untyped-
     return deployment
 
 
-def _environment(ctx: Context, project: str, environment: str) -> cfg.Environment:
-    configured = ctx.config.projects.get(project)
-    env = configured.environments.get(environment) if configured else None
+def configured_environment(ctx: Context, project: str, environment: str) -> cfg.Environment:
+    """The configured environment, or OperationError 404 naming what is not there."""
+    env = ctx.config.environment(project, environment)
     if env is None:
         raise OperationError(404, f"there is no environment {environment!r} in project"
                                   f" {project!r}")

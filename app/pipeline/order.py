@@ -140,11 +140,8 @@ def waiting(ctx: Context, project: str, environment: str) -> Waiting:
         ready = [d for d in queued if _gate(ctx, change, d) == "go"]
         candidates = [Candidate(d.id, d.sha, deployment_kind(d.kind, d.trigger)
                                 not in EXPLICIT_KINDS) for d in ready]
-        live = change.session.scalar(select(Deployment.sha).where(
-            Deployment.project == project, Deployment.environment == environment,
-            Deployment.state == "succeeded").order_by(Deployment.finished_at.desc(),
-                                                      Deployment.id.desc()).limit(1))
-    return Waiting(candidates, live)
+        live = rows.live_deployment(change.session, project, environment)
+    return Waiting(candidates, live.sha if live else None)
 
 
 def take_turn(ctx: Context, project: str, environment: str, found: Waiting,
@@ -171,7 +168,7 @@ def enqueue_deployment(ctx: Context, deployment: Deployment, *, job_id: str | No
     """Queue the deploy job of `deployment` (once per job id: by default the deployment's)."""
     ctx.jobs.enqueue("deploys", "workers.deploy.run", deployment.id,
                      job_id=job_id or f"deploy-{deployment.id}", delay=delay,
-                     timeout=_deadline(ctx, deployment.project, deployment.environment))
+                     timeout=job_timeout(ctx, deployment.project, deployment.environment))
 
 
 def wait_for_lock(ctx: Context, deployment_id: int) -> None:
@@ -245,11 +242,10 @@ def _followers(ctx: Context, source: Deployment, targets: list[cfg.Environment])
 
 
 def _environment(ctx: Context, deployment: Deployment) -> cfg.Environment | None:
-    project = ctx.config.projects.get(deployment.project)
-    return project.environments.get(deployment.environment) if project else None
+    return ctx.config.environment(deployment.project, deployment.environment)
 
 
-def _deadline(ctx: Context, project_name: str, environment: str) -> int:
-    project = ctx.config.projects.get(project_name)
-    env = project.environments.get(environment) if project else None
+def job_timeout(ctx: Context, project: str, environment: str) -> int:
+    """The RQ timeout of a job that deploys to (or puts back) an environment."""
+    env = ctx.config.environment(project, environment)
     return deployment_deadline(env, ctx.config.ssh) if env else UNCONFIGURED_TIMEOUT

@@ -17,8 +17,8 @@ from app.context import Context
 from app.models import Build, Deployment
 from app.pipeline.builds import finish_build
 from app.pipeline.deployments import DeploymentOrder, order_of
-from app.pipeline.order import finish_deployment
-from app.pipeline.rules import deployment_deadline, lock_name
+from app.pipeline.order import finish_deployment, job_timeout
+from app.pipeline.rules import lock_name
 
 WORKER_STOPPED = "the worker running it stopped (killed or lost)"
 # Steps a host row shows once `current` was switched (or was being switched) there.
@@ -26,7 +26,6 @@ SWITCHING_STEPS = frozenset({"activate", "after_activate", "healthcheck", "live"
 # A recovery job's id holds the time slot it was queued in: scans of one slot queue it once,
 # and a recovery job that died itself is queued again in a later slot.
 RECOVERY_SLOT_SECONDS = 300
-UNCONFIGURED_TIMEOUT = 300
 
 
 @dataclass(frozen=True)
@@ -109,7 +108,8 @@ def enqueue_recovery(ctx: Context, deployment: RunningDeployment, now: float) ->
     return ctx.jobs.enqueue(
         "deploys", "workers.recovery.recover_deployment", deployment.deployment_id,
         job_id=f"recover-{deployment.deployment_id}-{int(now // RECOVERY_SLOT_SECONDS)}",
-        timeout=_deadline(ctx, deployment))
+        # Putting hosts back takes fewer steps than deploying: the deploy job's is ample.
+        timeout=job_timeout(ctx, deployment.project, deployment.environment))
 
 
 def abandoned_in(ctx: Context, project: str, environment: str) -> list[Abandoned]:
@@ -134,13 +134,6 @@ def may_have_switched(progress: HostProgress | None, release_id: str) -> bool:
     if progress is None:
         return False
     return progress.release == release_id or progress.step in SWITCHING_STEPS
-
-
-def _deadline(ctx: Context, deployment: RunningDeployment) -> int:
-    # Putting hosts back takes fewer steps than deploying: the deploy job's deadline is ample.
-    project = ctx.config.projects.get(deployment.project)
-    env = project.environments.get(deployment.environment) if project else None
-    return deployment_deadline(env, ctx.config.ssh) if env else UNCONFIGURED_TIMEOUT
 
 
 def _progress(deployment: Deployment) -> dict[str, HostProgress]:

@@ -30,8 +30,7 @@ def _hosts(ctx: Context, deployment: Deployment) -> int | None:
     """How many hosts the deployment works on (a retry's, or its environment's)."""
     if deployment.hosts_only:
         return len(deployment.hosts_only)
-    project = ctx.config.projects.get(deployment.project)
-    env = project.environments.get(deployment.environment) if project else None
+    env = ctx.config.environment(deployment.project, deployment.environment)
     return len(env.hosts) if env else None
 
 
