@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
+import threading
+from pathlib import Path
+
 import pytest
 from alembic import command
 from alembic.config import Config
@@ -44,4 +48,25 @@ def test_once_up_to_date_a_process_does_not_look_again(database_url: str) -> Non
     with pytest.raises(SchemaTooNew):
         starting.migrate()  # a process starting now does see it
     starting.dispose()
+    database.dispose()
+
+
+def test_a_new_sqlite_database_held_by_another_process_is_waited_for(tmp_path: Path) -> None:
+    """Processes starting together on a new SQLite database: while one holds it in the old
+    journal mode, SQLite refuses another's switch to WAL at once; the switch waits instead."""
+    path = tmp_path / "conveyor.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("CREATE TABLE first_writer (x)")
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("INSERT INTO first_writer VALUES (1)")
+    release = threading.Timer(0.3, holder.execute, ("COMMIT",))
+    release.start()
+    try:
+        database = Database(f"sqlite:///{path}")
+        database.migrate()
+    finally:
+        release.join()
+        holder.close()
+    with database.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
     database.dispose()
