@@ -21,6 +21,12 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 PROVIDERS = ("github", "gitlab", "gitea")
 PULL_REQUESTS = ("off", "build", "build_forks")
 APPROVALS = ("auto", "manual")  # continuous deployment, continuous delivery
+# `status.deployments` on a forge without GitHub's Deployments API: what to say instead.
+DEPLOYMENTS_ELSEWHERE = {
+    "gitlab": "is GitHub's; GitLab records deployments with environments: true",
+    "gitea": "is not available: Gitea has no Deployments API (go-gitea/gitea#30079);"
+             " commit statuses are still sent",
+}
 # The events a chat notification may be sent on (SPEC §5).
 CHAT_EVENTS = ("started", "succeeded", "failed", "rolled_back", "awaiting_approval",
                "build_failed")
@@ -123,6 +129,7 @@ class Environment:
     healthcheck: Healthcheck | None = None
     promote_from: str | None = None      # takes only artifacts that succeeded there
     approval: str = "auto"               # manual: a person approves each deployment
+    url: str | None = None               # where it is served (the forge's environment URL)
 
 
 @dataclass(frozen=True)
@@ -139,7 +146,13 @@ class Build:
 class Status:
     api_url: str
     token: str
-    deployments: bool = False
+    deployments: bool = False            # GitHub: also record Deployments
+    environments: bool = False           # GitLab: also record deployments of environments
+
+    @property
+    def records_deployments(self) -> bool:
+        """Whether deployments are recorded on the forge too (its Deployments or environments)."""
+        return self.deployments or self.environments
 
 
 @dataclass(frozen=True)
@@ -474,7 +487,8 @@ class _Reader:
                                       lambda n, p: self.choice(n, p, PULL_REQUESTS), "off")
         paths = self.optional(nodes, "paths", path, self.strings, ())
         notify = self.notify(nodes["notify"], f"{path}.notify") if "notify" in nodes else ()
-        status = self.status(nodes["status"], f"{path}.status") if "status" in nodes else None
+        status = (self.status(nodes["status"], f"{path}.status", provider)
+                  if "status" in nodes else None)
         build = self.build(nodes["build"], f"{path}.build") if "build" in nodes else None
         environments: dict[str, Environment] = {}
         if "environments" in nodes:
@@ -512,18 +526,26 @@ class _Reader:
                 found.append(Notify(slack=url, events=tuple(events)))
         return tuple(found)
 
-    def status(self, node: Node, path: str) -> Status | None:
-        nodes = self.mapping(node, path, {"api_url": True, "token": True, "deployments": False})
+    def status(self, node: Node, path: str, provider: str | None) -> Status | None:
+        nodes = self.mapping(node, path, {"api_url": True, "token": True, "deployments": False,
+                                          "environments": False})
         api_url = self.optional(nodes, "api_url", path, self.string, None)
         token = self.optional(nodes, "token", path,
                               lambda n, p: self.string(n, p, secret=True), None)
         deployments = self.optional(nodes, "deployments", path, self.boolean, False)
-        if deployments:
-            self.problem(nodes["deployments"], f"{path}.deployments",
-                         "recording Deployments through the forge's API is not supported yet")
+        environments = self.optional(nodes, "environments", path, self.boolean, False)
+        if deployments and provider != "github":
+            self.problem(nodes["deployments"], f"{path}.deployments", DEPLOYMENTS_ELSEWHERE.get(
+                provider or "", "is for GitHub's Deployments API"))
+            deployments = False
+        if environments and provider != "gitlab":
+            self.problem(nodes["environments"], f"{path}.environments",
+                         "is for GitLab's environments; GitHub takes deployments: true")
+            environments = False
         if not (api_url and token):
             return None
-        return Status(api_url=api_url.rstrip("/"), token=token, deployments=deployments)
+        return Status(api_url=api_url.rstrip("/"), token=token, deployments=deployments,
+                      environments=environments)
 
     def build(self, node: Node, path: str) -> Build | None:
         keys = {"commands": False, "artifact": True, "timeout": False, "env": False,
@@ -557,7 +579,8 @@ class _Reader:
     def environment(self, name: str, node: Node, path: str) -> Environment | None:
         keys = {"branches": False, "tags": False, "hosts": True, "path": True,
                 "keep_releases": False, "parallel": False, "batch": False, "shared": False,
-                "hooks": False, "healthcheck": False, "promote_from": False, "approval": False}
+                "hooks": False, "healthcheck": False, "promote_from": False, "approval": False,
+                "url": False}
         nodes = self.mapping(node, path, keys)
         branches = self.optional(nodes, "branches", path, self.strings, ())
         tags = self.optional(nodes, "tags", path, self.strings, ())
@@ -591,13 +614,16 @@ class _Reader:
         after = self.optional(hooks, "after_activate", f"{path}.hooks", self.strings, ())
         healthcheck = (self.healthcheck(nodes["healthcheck"], f"{path}.healthcheck")
                        if "healthcheck" in nodes else None)
+        url = self.optional(nodes, "url", path, self.string, None)
+        if url is not None and not url.startswith(("https://", "http://")):
+            self.problem(nodes["url"], f"{path}.url", f"must be an http(s) URL, not {url!r}")
         if not ((branches or tags or promote_from) and hosts and target):
             return None
         return Environment(name=name, branches=branches, hosts=hosts, path=target.rstrip("/"),
                            keep_releases=keep, parallel=parallel, tags=tags, batch=batch,
                            shared=shared, before_activate=before, after_activate=after,
                            healthcheck=healthcheck, promote_from=promote_from,
-                           approval=approval)
+                           approval=approval, url=url)
 
     def promotions(self, node: Node, environments: Mapping[str, Environment],
                    path: str) -> None:

@@ -1,10 +1,13 @@
-"""Reporting back where people look: commit statuses per forge (chat comes later)."""
+"""Reporting back where people look: commit statuses and deployments per forge, chat."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import Any
+
+import requests
 
 # A forge asking for more than an hour of quiet is honoured for an hour at a time.
 MAX_RETRY_AFTER = 3600
@@ -17,12 +20,39 @@ GITHUB_STATES = {
     # `paths:` skipped it: nothing failed, and a required check must not block the merge.
     "skipped": "success",
 }
+# SPEC §5: a deployment's state as a GitHub deployment status. A superseded deployment never
+# went live: `inactive`, not a failure on the pull request. A skipped one records nothing.
+GITHUB_DEPLOYMENT_STATES = {
+    "queued": "queued", "awaiting_approval": "queued", "running": "in_progress",
+    "succeeded": "success", "failed": "failure", "error": "error", "canceled": "error",
+    "superseded": "inactive",
+}
+# A deployment's state as the status of a GitLab deployment, which exists once it runs.
+GITLAB_DEPLOYMENT_STATES = {
+    "running": "running", "succeeded": "success", "failed": "failed", "error": "failed",
+    "canceled": "canceled", "superseded": "canceled",
+}
+TIMEOUT = (5, 20)
 # SPEC §5: how a Conveyor state shows on GitLab.
 GITLAB_STATES = {
     "queued": "pending", "awaiting_approval": "pending", "running": "running",
     "succeeded": "success", "failed": "failed", "error": "failed",
     "canceled": "canceled", "superseded": "canceled", "skipped": "skipped",
 }
+
+
+def send(http: requests.Session, method: str, url: str, *, forge: str, what: str,
+         headers: Mapping[str, str], body: Mapping[str, Any]) -> requests.Response:
+    """One request to a forge's API; ReportError (saying whether a retry may help) unless
+    it succeeded."""
+    try:
+        response = http.request(method, url, json=body, headers={**headers,
+                                "User-Agent": "conveyor"}, timeout=TIMEOUT)
+    except requests.RequestException as exc:
+        raise ReportError(f"{forge} could not be reached: {type(exc).__name__}",
+                          retry=True) from None
+    classify(forge, response.status_code, response.text, what, response.headers)
+    return response
 
 
 def classify(forge: str, status_code: int, text: str, what: str,

@@ -21,6 +21,7 @@ from app.pipeline.builds import find_or_create_build
 from app.report import ReportError
 from tests.support.chat import ChatWebhook, chat_webhook_fixture  # noqa: F401 - a fixture
 from tests.support.gitrepo import GitRepo
+from tests.support.jobs import run_jobs
 from workers import build, chat, deploy
 
 HOOK_TOKEN = "hook-token-0123456789abcdef"
@@ -81,41 +82,8 @@ def ship(ctx: Context, repo: GitRepo, content: str, message: str = "change") -> 
 
 
 def run_chat_jobs(queues: redis.Redis, timeout: float = 30) -> list[str]:
-    """Do what a notify worker with RQ's scheduler does with chat jobs until none is left:
-    run each queued one; run one that raised again while RQ's Retry has tries left (without
-    its wait); move a job scheduled for later to the queue once it is due. The errors raised."""
-    errors: list[str] = []
-    scheduled = ScheduledJobRegistry("notify", connection=queues, serializer=JSONSerializer)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        queued = [raw.decode() for raw in queues.lrange("rq:queue:notify", 0, -1)]
-        if queued:
-            queues.lrem("rq:queue:notify", 1, queued[0])
-            errors += _run(queues, queued[0])
-            continue
-        later = queues.zrange(scheduled.key, 0, 0, withscores=True)
-        if not later:
-            return errors
-        job_id, due = later[0][0].decode(), later[0][1]
-        time.sleep(max(0.0, due - time.time()))  # the scheduler's due time, not a guess
-        queues.zrem(scheduled.key, job_id)
-        queues.rpush("rq:queue:notify", job_id)
-    raise AssertionError(f"chat jobs still queued after {timeout} s")
-
-
-def _run(queues: redis.Redis, job_id: str) -> list[str]:
-    job = Job.fetch(job_id, connection=queues, serializer=JSONSerializer)
-    if job.func_name != "workers.chat.send":
-        return []
-    try:
-        chat.send(*job.args)
-    except ReportError as exc:
-        assert job.retry is not None and job.retries_left, f"{job_id} would not be retried"
-        job.retries_left -= 1
-        job.save()
-        queues.rpush("rq:queue:notify", job_id)
-        return [str(exc)]
-    return []
+    """Run the chat jobs queued (others dropped) as a notify worker would; errors raised."""
+    return run_jobs(queues, only=["workers.chat.send"], timeout=timeout, expected=ReportError)
 
 
 def attachment(message: dict) -> dict:

@@ -1,4 +1,5 @@
-"""A local stand-in for GitHub's commit-status API that checks every request against the spec."""
+"""Local stand-ins for GitHub's and GitLab's commit-status and deployments APIs that check every
+request against the forge's documented schema."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ import jsonschema
 
 OPENAPI = Path(__file__).parents[1] / "fixtures/api/github-statuses-openapi-excerpt.json"
 STATUS_PATH = re.compile(r"/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)/statuses/(?P<sha>.+)")
+DEPLOYMENTS_PATH = re.compile(r"/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)/deployments")
+DEPLOYMENT_STATUS_PATH = re.compile(
+    r"/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)/deployments/(?P<id>[0-9]+)/statuses")
 SHA = re.compile(r"[0-9a-f]{40}")
 MAX_DESCRIPTION = 140  # observed API rule, not in the OpenAPI text (see github-statuses.md)
 DOCS = "https://docs.github.com/rest/commits/statuses#create-a-commit-status"
@@ -53,9 +57,15 @@ class GitHubForge:
     def __init__(self, token: str) -> None:
         self.token = token
         self.statuses: list[dict[str, Any]] = []
+        # Deployments created, and every deployment status (with its deployment's id).
+        self.deployments: list[dict[str, Any]] = []
+        self.deployment_statuses: list[dict[str, Any]] = []
         self.violations: list[str] = []
         self.requests: list[dict[str, Any]] = []  # every request: method, path, code, at
         self._validator = jsonschema.Draft4Validator(request_schema("repos/create-commit-status"))
+        self._validators = {
+            name: jsonschema.Draft4Validator(request_schema(f"repos/{name}"))
+            for name in ("create-deployment", "create-deployment-status")}
         self._changed = threading.Condition()
         self._failures: list[tuple[int, dict[str, str]]] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
@@ -78,17 +88,19 @@ class GitHubForge:
         with self._changed:
             self._failures += [(code, headers or {})] * count
 
-    def wait_for(self, predicate: Predicate, timeout: float = 30) -> list[dict[str, Any]]:
-        """Block until predicate(statuses) holds; fail at once on a new violation."""
+    def wait_for(self, predicate: Predicate, timeout: float = 30,
+                 of: str = "statuses") -> list[dict[str, Any]]:
+        """Block until predicate(<the records named `of`>) holds: `statuses` (commit
+        statuses) or `deployment_statuses`; fail at once on a new violation."""
         with self._changed:
             seen = len(self.violations)
             self._changed.wait_for(
-                lambda: len(self.violations) > seen or predicate(list(self.statuses)), timeout
-            )
-            if len(self.violations) > seen or not predicate(list(self.statuses)):
-                statuses = json.dumps(self.statuses, indent=1)
-                raise AssertionError(f"statuses: {statuses}\nviolations: {self.violations}")
-            return list(self.statuses)
+                lambda: len(self.violations) > seen or predicate(list(getattr(self, of))),
+                timeout)
+            if len(self.violations) > seen or not predicate(list(getattr(self, of))):
+                records = json.dumps(getattr(self, of), indent=1)
+                raise AssertionError(f"{of}: {records}\nviolations: {self.violations}")
+            return list(getattr(self, of))
 
     def answer(self, method: str, path: str, headers: Any, body: bytes) -> Answer:
         """Decide GitHub's answer to one request and record it."""
@@ -101,9 +113,13 @@ class GitHubForge:
         return code, payload, extra
 
     def _decide(self, method: str, path: str, headers: Any, body: bytes) -> Answer:
-        route = STATUS_PATH.fullmatch(path)
-        if method != "POST" or route is None:
+        routes = ((STATUS_PATH, None), (DEPLOYMENT_STATUS_PATH, "create-deployment-status"),
+                  (DEPLOYMENTS_PATH, "create-deployment"))
+        found = next(((m, op) for pattern, op in routes if (m := pattern.fullmatch(path))),
+                     None)
+        if method != "POST" or found is None:
             return self._refuse(404, f"{method} {path}: no such route", "Not Found")
+        route, operation = found
         if not headers.get("User-Agent"):
             return self._refuse(403, f"{path}: no User-Agent header", "User-Agent required")
         scheme, _, token = (headers.get("Authorization") or "").partition(" ")
@@ -119,19 +135,38 @@ class GitHubForge:
             status = json.loads(body)
         except ValueError:
             return self._refuse(400, f"{path}: body is not JSON", "Problems parsing JSON")
+        validator = self._validators[operation] if operation else self._validator
         errors = [
             _error(".".join(map(str, e.path)) or "body", "invalid", e.message)
-            for e in self._validator.iter_errors(status)
+            for e in validator.iter_errors(status)
         ]
         if isinstance(status, dict) and len(status.get("description") or "") > MAX_DESCRIPTION:
             too_long = f"description is too long (maximum is {MAX_DESCRIPTION} characters)"
             errors.append(_error("description", "custom", too_long))
-        if not SHA.fullmatch(route["sha"]):
+        if operation is None and not SHA.fullmatch(route["sha"]):
             errors.append(_error("sha", "invalid", f"No commit found for SHA: {route['sha']}"))
+        if operation == "create-deployment-status" and not (
+                0 < int(route["id"]) <= len(self.deployments)):
+            return self._refuse(404, f"{path}: no deployment {route['id']}", "Not Found")
         if errors:
             self.violations += [f"{path}: {e['field']}: {e['message']}" for e in errors]
             return 422, {"message": "Validation Failed", "errors": errors}, {}
+        if operation == "create-deployment":
+            return self._record_deployment(route, status)
+        if operation == "create-deployment-status":
+            return self._record_deployment_status(route, status)
         return self._record(route, status)
+
+    def _record_deployment(self, route: re.Match[str], body: dict[str, Any]) -> Answer:
+        deployment = {"id": len(self.deployments) + 1, "repo": f"{route['owner']}/{route['repo']}",
+                      **body}
+        self.deployments.append(deployment)
+        return 201, {**deployment, "sha": body["ref"], "created_at": _now()}, {}
+
+    def _record_deployment_status(self, route: re.Match[str], body: dict[str, Any]) -> Answer:
+        recorded = {"deployment": int(route["id"]), **body}
+        self.deployment_statuses.append(recorded)
+        return 201, {"id": len(self.deployment_statuses), **recorded, "created_at": _now()}, {}
 
     def _refuse(self, code: int, violation: str, message: str) -> Answer:
         self.violations.append(violation)
@@ -148,12 +183,16 @@ class GitHubForge:
             "target_url": status.get("target_url"),
         }
         self.statuses.append(recorded)
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = _now()
         location = f"{self.url}/repos/{owner}/{repo}/statuses/{sha}"
         payload = {"id": len(self.statuses), "url": location, **recorded}
         del payload["repo"], payload["sha"]
         payload |= {"created_at": now, "updated_at": now}
         return 201, payload, {"Location": location}
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _error(field: str, code: str, message: str) -> dict[str, str]:
@@ -188,6 +227,29 @@ def start_github_forge(token: str) -> GitHubForge:
 
 GITLAB_DOC = Path(__file__).parents[1] / "fixtures/api/gitlab-statuses.md"
 GITLAB_PATH = re.compile(r"/projects/(?P<project>[^/]+)/statuses/(?P<sha>[^/]+)")
+GITLAB_DEPLOYMENTS_DOC = Path(__file__).parents[1] / "fixtures/api/gitlab-deployments.md"
+GITLAB_DEPLOYMENTS = re.compile(r"/projects/(?P<project>[^/]+)/deployments(/(?P<id>[0-9]+))?")
+
+
+def gitlab_deployment_rules() -> dict[str, tuple[set[str], set[str]]]:
+    """Per operation ("create", "update"): (required body attributes, allowed `status`
+    values), read from the attribute tables of tests/fixtures/api/gitlab-deployments.md."""
+    rules: dict[str, tuple[set[str], set[str]]] = {}
+    section = ""
+    for line in GITLAB_DEPLOYMENTS_DOC.read_text().splitlines():
+        if line.startswith("## "):
+            section = line.removeprefix("## ").split()[0].lower()
+            rules[section] = (set(), set())
+            continue
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if section not in rules or len(cells) != 4 or not cells[0].startswith("`"):
+            continue
+        name = cells[0].strip("`")
+        if cells[2] == "yes" and name not in ("id", "deployment_id"):
+            rules[section][0].add(name)
+        if name == "status":
+            rules[section][1].update(re.findall(r"`([a-z]+)`", cells[3]))
+    return rules
 
 
 def gitlab_status_rules() -> tuple[set[str], set[str], dict[str, int]]:
@@ -214,11 +276,15 @@ class GitLabForge(GitHubForge):
     def __init__(self, token: str) -> None:
         super().__init__(token)
         self.attributes, self.states, self.limits = gitlab_status_rules()
+        self.deployment_rules = gitlab_deployment_rules()
         self._current: dict[tuple[str, str, str], str] = {}
 
     def _decide(self, method: str, path: str, headers: Any, body: bytes) -> Answer:
         route = GITLAB_PATH.fullmatch(path)
-        if method != "POST" or route is None:
+        deployments = GITLAB_DEPLOYMENTS.fullmatch(path)
+        operation = {("POST", False): "create", ("PUT", True): "update"}.get(
+            (method, bool(deployments and deployments["id"])))
+        if not ((method == "POST" and route) or (deployments and operation)):
             return self._refuse(404, f"{method} {path}: no such route", "404 Not Found")
         if headers.get("PRIVATE-TOKEN") != self.token:
             return 401, {"message": "401 Unauthorized"}, {}
@@ -229,6 +295,8 @@ class GitLabForge(GitHubForge):
             status = json.loads(body)
         except ValueError:
             return self._refuse(400, f"{path}: body is not JSON", "400 Bad request")
+        if deployments and operation:
+            return self._deployment(deployments, operation, status)
         problems = [f"unknown attribute {k!r}" for k in status if k not in self.attributes]
         if status.get("state") not in self.states:
             problems.append(f"state {status.get('state')!r} is not one of {sorted(self.states)}")
@@ -249,3 +317,28 @@ class GitLabForge(GitHubForge):
                               "description": status.get("description"),
                               "target_url": status.get("target_url")})
         return 201, {"id": len(self.statuses), "status": status["state"], "name": key[2]}, {}
+
+    def _deployment(self, route: re.Match[str], operation: str, body: Any) -> Answer:
+        required, statuses = self.deployment_rules[operation]
+        known = required | {"status"}
+        problems = [f"{k} is missing" for k in sorted(required) if k not in body]
+        problems += [f"unknown attribute {k!r}" for k in body if k not in known]
+        if body.get("status") not in statuses:
+            problems.append(f"status {body.get('status')!r} is not one of {sorted(statuses)}")
+        if operation == "create" and not SHA.fullmatch(str(body.get("sha"))):
+            problems.append(f"no commit {body.get('sha')}")
+        if operation == "update" and not 0 < int(route["id"]) <= len(self.deployments):
+            return self._refuse(404, f"deployment {route['id']}: none", "404 Not found")
+        if problems:
+            self.violations += [f"deployments ({operation}): {p}" for p in problems]
+            return 400, {"message": problems}, {}
+        if operation == "create":
+            self.deployments.append({"id": len(self.deployments) + 1,
+                                     "repo": route["project"], **body})
+            deployment_id = len(self.deployments)
+        else:
+            deployment_id = int(route["id"])
+        self.deployment_statuses.append({"deployment": deployment_id, "state": body["status"]})
+        return 201 if operation == "create" else 200, {
+            "id": deployment_id, "status": body["status"],
+            "environment": {"name": self.deployments[deployment_id - 1]["environment"]}}, {}

@@ -77,7 +77,7 @@ def test_a_misspelled_key_names_file_line_and_key_path() -> None:
     assert found == [
         "conveyor.yml:30: projects.shop.environments.staging.keep_release: unknown key "
         "'keep_release'; allowed here: approval, batch, branches, healthcheck, hooks, hosts, "
-        "keep_releases, parallel, path, promote_from, shared, tags"]
+        "keep_releases, parallel, path, promote_from, shared, tags, url"]
 
 
 def test_a_missing_variable_is_named() -> None:
@@ -197,3 +197,28 @@ def test_a_bad_watch_names_its_line_and_zero_stays_refused_elsewhere() -> None:
     assert problems(with_healthcheck("interval: 0")) == [
         f"conveyor.yml:{line}: projects.shop.environments.staging.healthcheck.interval: must"
         " be a duration like 90, 90s, 15m or 1h, not '0'"]
+
+
+def test_deployments_are_recorded_where_the_forge_can_and_refused_clearly_elsewhere() -> None:
+    deployments = GOOD.replace("token: ${GITHUB_TOKEN}",
+                               "token: ${GITHUB_TOKEN}\n      deployments: true")
+    shop = parse(deployments.replace("keep_releases: 3",
+                                     "keep_releases: 3\n        url: https://s.example")
+                 ).projects["shop"]
+    assert shop.status and shop.status.deployments and shop.status.records_deployments
+    assert shop.environments["staging"].url == "https://s.example"
+    assert problems(deployments.replace("provider: github", "provider: gitea")) == [
+        "conveyor.yml:16: projects.shop.status.deployments: is not available: Gitea has no"
+        " Deployments API (go-gitea/gitea#30079); commit statuses are still sent"]
+    assert problems(deployments.replace("provider: github", "provider: gitlab")) == [
+        "conveyor.yml:16: projects.shop.status.deployments: is GitHub's; GitLab records"
+        " deployments with environments: true"]
+    environments = deployments.replace("deployments: true", "environments: true")
+    gitlab = parse(environments.replace("provider: github", "provider: gitlab"))
+    assert gitlab.projects["shop"].status.environments  # type: ignore[union-attr]
+    assert problems(environments) == [
+        "conveyor.yml:16: projects.shop.status.environments: is for GitLab's environments;"
+        " GitHub takes deployments: true"]
+    assert problems(GOOD.replace("keep_releases: 3", "keep_releases: 3\n        url: s.example")
+                    ) == ["conveyor.yml:31: projects.shop.environments.staging.url: must be an"
+                          " http(s) URL, not 's.example'"]
