@@ -23,6 +23,7 @@ class Push:
     message: str = ""
     author: str = ""
     default_branch: str | None = None
+    forge_project: str = ""  # the forge's own id of the repository (GitLab's project id)
 
     @property
     def deleted(self) -> bool:
@@ -61,6 +62,7 @@ class PullRequest:
     ref: str
     title: str = ""
     author: str = ""
+    forge_project: str = ""  # the forge's own id of the repository (GitLab's project id)
 
 
 @dataclass(frozen=True)

@@ -40,8 +40,8 @@ def send_status(status: dict[str, Any]) -> None:
     if repeated and _text(ctx.jobs.redis.get(repeated)) == GITLAB_STATES[status["state"]]:
         return  # GitLab refuses to set the state a status has already
     status = pipeline.mask_all(status, ctx.secrets())  # what leaves for the forge, masked
-    api_url, token, repo, sha = (project.status.api_url, project.status.token, project.repo,
-                                 status["sha"])
+    api_url, token, repo, sha = (project.status.api_url, project.status.token,
+                                 pipeline.forge_project(ctx, project), status["sha"])
     args = (status["state"], status["context"], status["description"], status["target_url"])
 
     def post(http: requests.Session) -> None:
@@ -72,8 +72,9 @@ def send_deployment(record: dict[str, Any]) -> None:
             return
         record = pipeline.mask_all(record, ctx.secrets())
         if project.provider == "gitlab":
+            address = pipeline.forge_project(ctx, project)
             _deliver(ctx, project.status.api_url, record,
-                     lambda http: _gitlab_deployment(redis, http, project, record))
+                     lambda http: _gitlab_deployment(redis, http, project, address, record))
         else:
             _deliver(ctx, project.status.api_url, record,
                      lambda http: _github_deployment(redis, http, project, record))
@@ -152,7 +153,7 @@ def _github_deployment(redis: Redis, http: requests.Session, project: cfg.Projec
 
 
 def _gitlab_deployment(redis: Redis, http: requests.Session, project: cfg.Project,
-                       record: dict[str, Any]) -> None:
+                       address: str, record: dict[str, Any]) -> None:
     status, state = project.status, record["state"]
     if state not in GITLAB_DEPLOYMENT_STATES:
         return  # GitLab's deployment exists from the moment it runs
@@ -160,13 +161,13 @@ def _gitlab_deployment(redis: Redis, http: requests.Session, project: cfg.Projec
     if found is None:
         if state in _NEVER_STARTED:
             return
-        created = gitlab.create_deployment(http, status.api_url, status.token, project.repo,
+        created = gitlab.create_deployment(http, status.api_url, status.token, address,
                                            environment=record["environment"],
                                            sha=record["sha"], ref=record["ref"], state=state)
         redis.set(_record_key("id", record), str(created), ex=RECORD_TTL)
     elif _text(redis.get(_record_key("state", record))) != GITLAB_DEPLOYMENT_STATES[state]:
-        gitlab.update_deployment(http, status.api_url, status.token, project.repo,
-                                 int(found), state)
+        gitlab.update_deployment(http, status.api_url, status.token, address, int(found),
+                                 state)
     redis.set(_record_key("state", record), GITLAB_DEPLOYMENT_STATES[state], ex=RECORD_TTL)
 
 

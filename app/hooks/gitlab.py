@@ -61,6 +61,7 @@ def _push(repo: str, payload: dict[str, Any]) -> Push:
         message=p.text(head, "message"),
         author=p.text(head, "author", "name") or p.text(payload, "user_name"),
         default_branch=p.default_branch(payload, "project", "default_branch") or None,
+        forge_project=project_id(payload),
     )
 
 
@@ -82,4 +83,13 @@ def _merge_request(repo: str, payload: dict[str, Any]) -> PullRequest | Ignored:
         clone_url=p.clone_url(payload, "project", "git_http_url"),
         ref=f"refs/merge-requests/{number}/head",
         title=p.text(attributes, "title"), author=p.text(payload, "user", "username"),
+        forge_project=project_id(payload),
     )
+
+
+def project_id(payload: dict[str, Any]) -> str:
+    """The project's numeric id, which GitLab's API addresses it by (SPEC §4); "" if absent."""
+    value = p.field(payload, "project", "id")
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= p.MAX_NUMBER:
+        return str(value)
+    return ""

@@ -65,6 +65,8 @@ from app.pipeline.paths import ChangesCheck, changes_check, skip_build
 from app.pipeline.paths import settle as settle_changes
 from app.pipeline.report import (
     BUILD_CONTEXT,
+    forge_project,
+    remember_forge_project,
     report_build,
     report_deployment,
     send_status_later,
@@ -119,6 +121,7 @@ __all__ = [
     "find_build",
     "finish_build",
     "finish_deployment",
+    "forge_project",
     "is_local_url",
     "known_clone_url",
     "last_good_release",
@@ -137,6 +140,7 @@ __all__ = [
     "release_artifacts",
     "release_commits",
     "release_id",
+    "remember_forge_project",
     "report_build",
     "report_deployment",
     "retry",

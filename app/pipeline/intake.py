@@ -34,6 +34,7 @@ from app.models import Build, Delivery, Deployment, utcnow
 from app.pipeline import paths
 from app.pipeline.builds import BUILD_KEY, find_or_create_build, new_build, queue_work
 from app.pipeline.deployments import DEPLOYMENT_KEY, find_or_create_deployment, push_deployment
+from app.pipeline.report import remember_forge_project
 from app.pipeline.rules import (
     changes_question,
     environments_for,
@@ -77,6 +78,7 @@ class _Work:
     question: tuple[str, str] | None  # `paths:` (app/pipeline/paths.py)
     environments: tuple[cfg.Environment, ...] = ()
     push: Push | None = None
+    forge_project: str = ""
 
 
 def receive(ctx: Context, received: Received, project: cfg.Project | None,
@@ -92,14 +94,18 @@ def receive(ctx: Context, received: Received, project: cfg.Project | None,
         return _receive_work(ctx, conn, received, project, decided)
 
 
-def dispatch(ctx: Context, build_id: int, deployment_ids: list[int]) -> None:
+def dispatch(ctx: Context, build_id: int, deployment_ids: list[int],
+             forge_project: str = "") -> None:
     """Queue a delivery's new work: the build (or the deployments of a commit built before)
-    and the pending commit statuses. The `workers.intake.dispatch` job, off the request path;
-    each step has a deterministic job id, so running it twice queues nothing twice."""
+    and the pending commit statuses, and remember the forge's id of the project (GitLab
+    addresses it so). The `workers.intake.dispatch` job, off the request path; each step has
+    a deterministic job id, so running it twice queues nothing twice."""
     with ctx.db.session() as session:
         build = session.get(Build, build_id)
         deployments = list(session.scalars(select(Deployment).where(
             Deployment.id.in_(deployment_ids)).order_by(Deployment.id)))
+    if build is not None and forge_project:
+        remember_forge_project(ctx, build.project, forge_project)
     if build is not None:
         queue_work(ctx, build, deployments)
 
@@ -135,7 +141,7 @@ def _decide(received: Received, project: cfg.Project | None, event: Event) -> An
         if refusal is not None:
             return _ignored(received, refusal)
         return _Work(ref=event.ref, sha=event.head_sha, repository=event.repository,
-                     clone_url=event.clone_url,
+                     clone_url=event.clone_url, forge_project=event.forge_project,
                      question=changes_question(project, event.ref, ZERO_SHA, event.base_ref))
     received.ref, received.sha = event.ref, event.after
     targets = environments_for(project, event)
@@ -143,6 +149,7 @@ def _decide(received: Received, project: cfg.Project | None, event: Event) -> An
         return _ignored(received, targets)
     return _Work(ref=event.ref, sha=event.after, repository=event.repository,
                  clone_url=event.clone_url, environments=tuple(targets), push=event,
+                 forge_project=event.forge_project,
                  question=changes_question(project, event.ref, event.before,
                                            event.default_branch))
 
@@ -157,7 +164,7 @@ def _receive_work(ctx: Context, conn: Connection, received: Received, project: c
     claimed = _claim_new(conn, received, project, work)
     if claimed is not None:  # the common case: a commit never seen, a delivery never done
         build_id, deployment_ids = claimed
-        _queue_dispatch(ctx, build_id, deployment_ids)
+        _queue_dispatch(ctx, build_id, deployment_ids, work.forge_project)
         return _record_done(conn, received, _queued(received, build_id, deployment_ids))
     seen = _done_answer(conn, received)
     if seen is not None:
@@ -178,14 +185,15 @@ def _queued(received: Received, build_id: int, deployment_ids: list[int]) -> Ans
                         "deployments": deployment_ids})
 
 
-def _queue_dispatch(ctx: Context, build_id: int, deployment_ids: list[int]) -> None:
+def _queue_dispatch(ctx: Context, build_id: int, deployment_ids: list[int],
+                    forge_project: str) -> None:
     """One job on `notify` queues the new work and its pending statuses: one enqueue in the
     request however many environments, as light as the least a webhook intake can do. It is
     retried; like the build job itself, it only needs Redis and the database to be up."""
     from rq import Retry
 
     ctx.jobs.enqueue("notify", "workers.intake.dispatch", build_id, deployment_ids,
-                     job_id=f"dispatch-{build_id}-1", timeout=120,
+                     forge_project, job_id=f"dispatch-{build_id}-1", timeout=120,
                      retry=Retry(max=8, interval=[1, 5, 15, 60, 300, 900, 1800, 3600]))
 
 

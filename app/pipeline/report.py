@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from app import config as cfg
 from app.context import Context
 from app.models import Build, Deployment
 from app.pipeline.rules import build_description, deployment_description
@@ -67,6 +68,25 @@ def _report(ctx: Context, project_name: str, sha: str, context: str, state: str,
               "state": state, "description": description,
               "target_url": f"{ctx.config.public_url}{link}", "seq": time.time_ns()}
     _send(ctx, status, f"status-{subject}-{state}")
+
+
+def remember_forge_project(ctx: Context, project: str, forge_project: str) -> None:
+    """Remember the forge's id of `project`'s repository (from its latest delivery)."""
+    ctx.jobs.redis.set(_forge_project_key(project), forge_project)
+
+
+def forge_project(ctx: Context, project: cfg.Project) -> str:
+    """How the forge's API addresses the project: GitLab by its numeric id once a delivery
+    has told it (SPEC §4), else (and on GitHub and Gitea) by its path."""
+    if project.provider == "gitlab":
+        found = ctx.jobs.redis.get(_forge_project_key(project.name))
+        if found:
+            return found.decode() if isinstance(found, bytes) else str(found)
+    return project.repo
+
+
+def _forge_project_key(project: str) -> str:
+    return f"conveyor:forge-project:{project}"
 
 
 def send_status_later(ctx: Context, status: dict[str, Any], delay: float) -> None:

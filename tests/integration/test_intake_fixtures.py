@@ -3,6 +3,7 @@ credentials: the answer SPEC §4 gives it, the work it queues, and its record.""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -10,7 +11,7 @@ import redis
 from flask.testing import FlaskClient
 from sqlalchemy import delete, select
 
-from app import create_app
+from app import create_app, pipeline
 from app.context import Context
 from app.models import Base, Build, Delivery, Deployment
 from tests.support import conveyor, deliveries
@@ -183,5 +184,9 @@ def test_fixture_gets_the_answer_the_spec_gives_it(
                            "deployments": [d.id for d in deployments]}
     assert len(deployments) == detail and builds[0].sha == record.sha
     assert deliveries.run_dispatch_jobs(shared_ctx, redis_db) == [f"dispatch-{builds[0].id}-1"]
+    if provider == "gitlab":  # SPEC §4: GitLab's API is sent the payload's numeric project id
+        project = shared_ctx.config.projects[builds[0].project]
+        expected_id = str(json.loads(body)["project"]["id"])
+        assert pipeline.forge_project(shared_ctx, project) == expected_id
     queued = redis_db.lrange("rq:queue:builds", 0, -1)
     assert queued == [f"build-{builds[0].id}-1".encode()]

@@ -12,6 +12,8 @@ from rq import Queue, SimpleWorker
 from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 
+import workers
+from app import pipeline
 from app.context import Context
 from tests.support.forge import GitHubForge, GitLabForge
 from workers import notify
@@ -87,6 +89,13 @@ def test_gitlab_gets_its_own_states_by_project_path_and_repeats_are_benign(
         ("acme%2Fplatform%2Fshop", "pending", "conveyor/build"),
         ("acme%2Fplatform%2Fshop", "running", "conveyor/build"),
         ("acme%2Fplatform%2Fshop", "failed", "conveyor/build")]
+    assert gitlab.violations == []
+
+
+def test_gitlab_is_addressed_by_the_numeric_id_a_delivery_told(gitlab: GitLabForge) -> None:
+    pipeline.remember_forge_project(workers.context(), "shop", "4242")
+    notify.send_status(status("running", 1))
+    assert [s["repo"] for s in gitlab.statuses] == ["4242"]
     assert gitlab.violations == []
 
 

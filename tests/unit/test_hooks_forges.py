@@ -128,7 +128,9 @@ def test_gitlab_push_hook() -> None:
         repository="mike/diaspora", ref="refs/heads/master", before=payload["before"],
         after=payload["checkout_sha"], clone_url="http://example.com/mike/diaspora.git",
         message=payload["commits"][-1]["message"], author="GitLab dev user",
-        default_branch="master")
+        default_branch="master", forge_project="15")
+    payload["project"]["id"] = "15; rm -rf /"  # not a number: the path addresses it
+    assert gitlab.event("Push Hook", payload).forge_project == ""  # type: ignore[union-attr]
 
 
 def test_gitlab_tag_push_hook_and_branch_deletion() -> None:
@@ -153,7 +155,8 @@ def test_gitlab_merge_request_opened(name: str) -> None:
         head_sha=payload["object_attributes"]["last_commit"]["id"], head_ref="ms-viewport",
         base_ref="master", from_fork=False,
         clone_url="http://example.com/gitlabhq/gitlab-test.git",
-        ref="refs/merge-requests/1/head", title="MS-Viewport", author="root")
+        ref="refs/merge-requests/1/head", title="MS-Viewport", author="root",
+        forge_project="1")
 
 
 def test_gitlab_merge_request_updates_build_only_with_new_commits() -> None:
