@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import hmac
 import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from flask import Blueprint, abort, jsonify, request
+from flask import Blueprint, Response, abort, g, jsonify, request
 from sqlalchemy import select
 
-from app import pipeline
+from app import auth, logs, pipeline
 from app.context import Context
-from app.models import Build, Delivery, Deployment, DeploymentHost, LogLine, aware
+from app.models import Build, Delivery, Deployment, DeploymentHost, aware
 from app.web import context
 
 blueprint = Blueprint("api", __name__, url_prefix="/api")
@@ -23,12 +22,12 @@ _SHA = re.compile(r"[0-9a-f]{40}")
 
 @blueprint.before_request
 def require_token():  # type: ignore[no-untyped-def]
-    token = context().settings.api_token
-    if not token:
+    settings = context().settings
+    if not auth.enabled(settings):
         return jsonify(error="the API is not enabled",
                        detail="set CONVEYOR_API_TOKEN for the web process"), 503
-    offered = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-    if not hmac.compare_digest(offered.encode(), token.encode()):
+    g.who = auth.identify(settings, auth.bearer(request.headers.get("Authorization")))
+    if g.who is None:
         return jsonify(error="unauthorized",
                        detail="send Authorization: Bearer <CONVEYOR_API_TOKEN>"), 401
     return None
@@ -64,7 +63,7 @@ def deployment(deployment_id: int):  # type: ignore[no-untyped-def]
 
 @blueprint.get("/deployments/<int:deployment_id>/log")
 def deployment_log(deployment_id: int):  # type: ignore[no-untyped-def]
-    return _log(Deployment, deployment_id, LogLine.deployment_id)
+    return _log("deployment", deployment_id)
 
 
 @blueprint.post("/deployments/<int:deployment_id>/<any(approve, cancel, retry):action>")
@@ -143,7 +142,7 @@ def _body() -> dict[str, Any]:
 
 def _who() -> str:
     """Who acts: the name of the token that signed in (the single API token is `admin`)."""
-    return "admin"
+    return g.who
 
 
 @blueprint.get("/builds/<int:build_id>")
@@ -155,14 +154,23 @@ def build(build_id: int):  # type: ignore[no-untyped-def]
 
 @blueprint.get("/builds/<int:build_id>/log")
 def build_log(build_id: int):  # type: ignore[no-untyped-def]
-    return _log(Build, build_id, LogLine.build_id)
+    return _log("build", build_id)
 
 
-def _log(model: Any, row_id: int, column: Any):  # type: ignore[no-untyped-def]
-    with context().db.session() as session:
-        session.get(model, row_id) or abort(404)
-        lines = session.scalars(select(LogLine).where(column == row_id).order_by(LogLine.id))
-        return jsonify(lines=[{"at": _time(line.at), "text": line.text} for line in lines])
+def _log(kind: logs.Kind, row_id: int):  # type: ignore[no-untyped-def]
+    """The log as JSON lines, or followed live with `Accept: text/event-stream`."""
+    ctx = context()
+    if logs.state(ctx, kind, row_id) is None:
+        abort(404)
+    after = logs.last_event_id(request.headers.get("Last-Event-ID"), request.args.get("after"))
+    if request.accept_mimetypes.best == "text/event-stream":
+        secrets = ctx.secrets()
+        stream = (logs.sse(item, secrets) for item in logs.follow(ctx, kind, row_id,
+                                                                  after=after))
+        return Response(stream, mimetype="text/event-stream",
+                        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return jsonify(lines=[line.as_json() for line in logs.lines(ctx, kind, row_id,
+                                                                after=after)])
 
 
 def _limit() -> int:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app import config as cfg
-from app.settings import Settings
+from app.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     from app.context import Context
@@ -38,7 +38,11 @@ class CommandError(Exception):
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
     try:
         return args.func(args, settings)
     except cfg.ConfigError as exc:

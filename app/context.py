@@ -19,8 +19,7 @@ class Context:
 
     def secrets(self) -> tuple[str, ...]:
         """Every secret value to mask in logs, statuses and answers."""
-        extra = (self.settings.api_token,) if self.settings.api_token else ()
-        return self.config.secrets() + extra
+        return self.config.secrets() + tuple(token for _, token in self.settings.api_tokens)
 
 
 def load(settings: Settings | None = None) -> Context:

@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+# The single CONVEYOR_API_TOKEN's name in the audit log (SPEC §2).
+ADMIN = "admin"
+_TOKEN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+
+
+class SettingsError(ValueError):
+    """An environment variable Conveyor cannot use; the message says which and why."""
 
 
 @dataclass(frozen=True)
@@ -18,17 +27,42 @@ class Settings:
     data_dir: Path
     api_token: str | None
     secret_key: str | None
+    # (name, token) of every API token: CONVEYOR_API_TOKEN as `admin`, then
+    # CONVEYOR_API_TOKENS (`alice:<token>,ci:<token>`).
+    api_tokens: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read the settings from `environ` (default: the process environment)."""
         env = os.environ if environ is None else environ
         data_dir = Path(env.get("CONVEYOR_DATA_DIR") or "./var").resolve()
+        api_token = env.get("CONVEYOR_API_TOKEN") or None
         return cls(
             config_path=Path(env.get("CONVEYOR_CONFIG") or "conveyor.yml"),
             redis_url=env.get("REDIS_URL") or "redis://127.0.0.1:6379/0",
             database_url=env.get("DATABASE_URL") or f"sqlite:///{data_dir / 'conveyor.db'}",
             data_dir=data_dir,
-            api_token=env.get("CONVEYOR_API_TOKEN") or None,
+            api_token=api_token,
             secret_key=env.get("CONVEYOR_SECRET_KEY") or None,
+            api_tokens=named_tokens(api_token, env.get("CONVEYOR_API_TOKENS") or ""),
         )
+
+
+def named_tokens(api_token: str | None, listed: str) -> tuple[tuple[str, str], ...]:
+    """Every (name, token): `api_token` as `admin`, then each `name:token` of `listed`
+    (comma-separated). Raises SettingsError naming the entry that is wrong."""
+    tokens = [(ADMIN, api_token)] if api_token else []
+    for entry in filter(None, (part.strip() for part in listed.split(","))):
+        name, colon, token = entry.partition(":")
+        if not colon or not token.strip():
+            raise SettingsError("CONVEYOR_API_TOKENS: each entry is name:token "
+                                f"(an entry named {name.strip()[:64]!r} has no token)")
+        name, token = name.strip(), token.strip()
+        if not _TOKEN_NAME.fullmatch(name):
+            raise SettingsError(f"CONVEYOR_API_TOKENS: {name[:64]!r} is not a token name "
+                                "(letters, digits, _ . @ -; at most 64)")
+        if name in {known for known, _ in tokens}:
+            raise SettingsError(f"CONVEYOR_API_TOKENS: the name {name!r} is given twice"
+                                + (" (admin is CONVEYOR_API_TOKEN's)" if name == ADMIN else ""))
+        tokens.append((name, token))
+    return tuple(tokens)
