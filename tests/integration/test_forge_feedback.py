@@ -231,3 +231,28 @@ def test_a_forge_outage_neither_slows_nor_reorders(
     staging = [s["state"] for s in forge.deployment_statuses if s["deployment"] == 1]
     assert staging == ["success"]  # the older states, held back, were overtaken
     assert forge.violations == []
+
+
+def test_a_rolled_back_deployment_says_so_on_the_commit_and_the_forge(
+        shop: Callable[[str], tuple[Context, Forge]], git_repo: GitRepo,
+        redis_db: redis.Redis) -> None:
+    """The health check fails after the switch: the host is put back on the release it ran,
+    the commit status says which check failed where, and GitHub's deployment fails."""
+    ctx, forge = shop("github")
+    push(ctx, git_repo, "one")
+    assert run_jobs(redis_db) == []
+    sick = push(ctx, git_repo, "sick")
+    assert run_jobs(redis_db) == []
+    assert deployment_of(ctx, "staging", sick).state == "failed"
+    state, description = sequence(forge, "conveyor/deploy/staging")[-1]
+    assert state == "failure"
+    assert description.startswith("The health check failed 1 time(s)")
+    assert description.endswith("on local; every switched host put back")
+    assert len(description) <= 140
+    by_id = {d["id"]: d for d in forge.deployments}
+    sick_states = [s["state"] for s in forge.deployment_statuses
+                   if by_id[s["deployment"]]["ref"] == sick]
+    assert sick_states == ["queued", "in_progress", "failure"]
+    # The release that was live stays the environment's live one on the forge too.
+    assert "inactive" not in [s["state"] for s in forge.deployment_statuses]
+    assert forge.violations == []
