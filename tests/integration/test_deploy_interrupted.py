@@ -10,6 +10,9 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
+
 from app.models import HostRelease
 from tests.support.stage import Stage, live, releases, revisions
 from workers import deploy
@@ -107,12 +110,23 @@ def test_the_jobs_rq_timeout_during_after_activate_puts_every_host_back(
     with log.open("wb") as out:
         worker = subprocess.Popen([sys.executable, "-m", "app.cli", "rq-worker", "deploys"],
                                   stdout=out, stderr=subprocess.STDOUT)
+    job = Job(f"short-{second}", connection=s.ctx.jobs.redis, serializer=JSONSerializer)
     try:
         s.wait_for(lambda: s.state(second).state not in ("queued", "running"), timeout=60,
                    what=lambda: log.read_text(errors="replace"))
+        # The work horse ends after the state is written: stop the worker once RQ has the
+        # job's end too, so that its warm shutdown has no horse left to wait for.
+        s.wait_for(lambda: job.get_status(refresh=True) in (JobStatus.FAILED,
+                                                            JobStatus.FINISHED),
+                   timeout=60, what=lambda: log.read_text(errors="replace"))
     finally:
         worker.terminate()
-        worker.wait(timeout=30)
+        try:
+            worker.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            raise AssertionError("the worker did not stop on SIGTERM: "
+                                 + log.read_text(errors="replace")) from None
 
     done = s.state(second)
     assert done.state == "error"
