@@ -43,11 +43,14 @@ _OURS = ("REDIS_URL", "DATABASE_URL")  # with every CONVEYOR_*: the demo sets it
 def run(exit_when_live: bool) -> int:
     """Run the demo; with `exit_when_live`, approve production and return 0 once it is live
     (1 if anything failed), else run until Ctrl-C. 2: something to install first."""
-    with contextlib.suppress(ValueError):  # only the main thread may; Ctrl-C works anyway
-        signal.signal(signal.SIGTERM, _interrupt)
-    folder, chosen = _folder()
+    try:
+        folder, chosen = _folder()
+    except DemoError as exc:
+        print(f"conveyor demo: {exc}", file=sys.stderr, flush=True)
+        return exc.status
     processes = Processes(folder / "logs")
     status = 1
+    previous = _handle_signals(_interrupt, signal.default_int_handler)
     try:
         status = Demo(folder, processes, exit_when_live).run()
     except DemoError as exc:
@@ -57,14 +60,27 @@ def run(exit_when_live: bool) -> int:
         print("\nStopping the demo...", flush=True)
         status = 0
     finally:
+        _handle_signals(signal.SIG_IGN, signal.SIG_IGN)  # a second Ctrl-C must not stop this
         processes.stop_all()
         _stop_apps(folder)
-        if status == 0 and not chosen:
+        if status != 1 and not chosen:  # 1: what failed is worth a look
             shutil.rmtree(folder, ignore_errors=True)
         else:
             print(f"The demo's files (repository, conveyor.yml, releases, logs) stay in {folder}",
                   flush=True)
+        _handle_signals(*previous)
     return status
+
+
+def _handle_signals(term: Any, interrupt: Any) -> tuple[Any, Any]:
+    """Set the SIGTERM and SIGINT handlers (SIGINT too: started in the background of a
+    script, it comes ignored, and Ctrl-C must stop the demo); the previous ones."""
+    try:
+        # getsignal's None (a handler not set from Python) is put back as the default.
+        return (signal.signal(signal.SIGTERM, term or signal.SIG_DFL),
+                signal.signal(signal.SIGINT, interrupt or signal.SIG_DFL))
+    except ValueError:  # not the main thread: handlers stay as they are
+        return signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
 
 
 def _interrupt(_signum: int, _frame: object) -> None:
@@ -79,8 +95,8 @@ def _folder() -> tuple[Path, bool]:
         return Path(tempfile.mkdtemp(prefix="conveyor-demo-")).resolve(), False
     folder = Path(chosen).resolve()
     if folder.exists() and any(folder.iterdir()):
-        raise SystemExit(f"conveyor demo: CONVEYOR_DEMO_DIR ({folder}) is not empty:"
-                         " name a new or empty folder")
+        raise DemoError(2, f"CONVEYOR_DEMO_DIR ({folder}) is not empty: name a new or"
+                           " empty folder")
     folder.mkdir(parents=True, exist_ok=True)
     return folder, True
 
@@ -150,12 +166,12 @@ class Demo:
     def write_pipeline(self) -> None:
         from app import config
 
-        self.layout.config.write_text(sample.pipeline(self.layout))
-        with _variable(sample.WEBHOOK_VARIABLE, self.secret):
-            try:
-                config.load(self.layout.config)
-            except config.ConfigError as exc:  # a bug of the demo's, said plainly
-                raise DemoError(1, f"the demo's own pipeline file is invalid: {exc}") from exc
+        text = sample.pipeline(self.layout)
+        try:
+            config.parse(text, self.layout.config, {sample.WEBHOOK_VARIABLE: self.secret})
+        except config.ConfigError as exc:  # a bug of the demo's, said plainly
+            raise DemoError(1, f"the demo's own pipeline file is invalid: {exc}") from exc
+        self.layout.config.write_text(text)
         say(f"Pipeline: {self.layout.config} (staging on every push to main; production"
             " after approval)")
 
@@ -219,37 +235,48 @@ class Demo:
     # -- following -------------------------------------------------------------------------
 
     def follow(self, builds: list[int]) -> int:
-        """Say each state change; approve production (with --exit) or say how to."""
-        urls = {name: self.layout.app_url(name) for name in self.layout.app_ports}
-        progress = Progress(urls)
-        handled: set[int] = set()
+        """Say each state change; approve production (with --exit) or say how to. With
+        --exit: 0 once production is live, 1 once anything failed; else until Ctrl-C."""
+        progress = Progress({name: self.layout.app_url(name) for name in self.layout.app_ports})
+        seen: set[int] = set()  # deployments awaiting approval, and failures, already told
         moved = time.monotonic()
-        told_live = False
         while True:
             self.processes.check_alive()
             items = self.look(builds)
             lines = progress.update(items)
             for line in lines:
                 say(line)
-            if lines:
-                moved = time.monotonic()
+            moved = time.monotonic() if lines else moved
             result = outcome(items, LAST)
-            if result == "failed" and self.exit_when_live:
-                self.explain([i for i in items if i.failed])
-                return 1
-            for item in awaiting_approval(items):
-                if item.id not in handled:
-                    handled.add(item.id)
-                    self.approve(item)
-            if result == "live" and not told_live:
-                told_live = True
+            if self.exit_when_live and result is not None:
+                if result == "failed":
+                    self.explain([i for i in items if i.failed])
+                    return 1
                 self.summary()
-                if self.exit_when_live:
-                    return 0
+                return 0
+            news = [i for i in items if (i.failed or i.state == "awaiting_approval")
+                    and (i.kind, i.id) not in seen]
+            self.tell(news, first=not seen)
+            seen |= {(i.kind, i.id) for i in news}
             if self.exit_when_live and time.monotonic() - moved > STALL:
                 raise DemoError(1, f"nothing moved for {STALL:g} s; see the logs in"
                                    f" {self.processes.logs}")
             time.sleep(POLL)
+
+    def tell(self, news: list[Item], *, first: bool) -> None:
+        """Approve what waits for approval (--exit), or say where to look and how to."""
+        if not news:
+            return
+        if self.exit_when_live:
+            for item in awaiting_approval(news):
+                self.approve(item)
+            return
+        if first:
+            self.summary()
+        self.explain([i for i in news if i.failed])
+        for item in awaiting_approval(news):
+            self.approve(item)
+        say("Press Ctrl-C to stop the demo (its processes stop, its folder is removed).")
 
     def look(self, builds: list[int]) -> list[Item]:
         """The project's deployments and their builds, as the API shows them now."""
@@ -262,7 +289,6 @@ class Demo:
     def approve(self, item: Item) -> None:
         url = f"{self.layout.web_url}/api/deployments/{item.id}/approve"
         if not self.exit_when_live:
-            self.summary()
             say(f"Approve {item.environment} in the dashboard, or:\n  curl -X POST -H"
                 f" 'Authorization: Bearer {self.token}' {url}")
             return
@@ -274,14 +300,14 @@ class Demo:
             f" {answer.json().get('approved_by')} (--exit approves it itself)")
 
     def explain(self, failed: list[Item]) -> None:
-        """Say what failed, with the end of its log."""
+        """Say what failed, with the end of its log (and, with --exit, the processes')."""
         for item in failed:
             kind = "builds" if item.kind == "build" else "deployments"
             lines = self.get(f"/{kind}/{item.id}/log")["lines"][-15:]
             print(f"{item.kind} {item.id} {item.state}: {item.error or 'see its log'}\n"
                   + "\n".join(f"    {line['text']}" for line in lines),
                   file=sys.stderr, flush=True)
-        for name in self.processes.started:
+        for name in self.processes.started if failed and self.exit_when_live else ():
             print(f"--- {name} (last lines)\n{tail(self.processes.log(name))}",
                   file=sys.stderr, flush=True)
 
@@ -294,8 +320,6 @@ class Demo:
                 *((f"{name.capitalize()}:", self.layout.app_url(name))
                   for name in self.layout.app_ports)]
         say("\n" + "\n".join(f"{label:<12}{value}" for label, value in rows))
-        if not self.exit_when_live:
-            say("Press Ctrl-C to stop the demo (its processes stop, its folder is removed).")
 
     def get(self, path: str) -> Any:
         try:
@@ -323,20 +347,6 @@ def git(*args: str, cwd: Path) -> str:
     if done.returncode != 0:
         raise DemoError(1, f"git {args[-1] if args else ''} failed: {done.stderr.strip()}")
     return done.stdout.strip()
-
-
-@contextlib.contextmanager
-def _variable(name: str, value: str):  # type: ignore[no-untyped-def]
-    """`name` set in this process's environment meanwhile (the pipeline file reads it)."""
-    saved = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = saved
 
 
 def say(line: str) -> None:
