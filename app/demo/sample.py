@@ -223,6 +223,7 @@ def pipeline(layout: Layout) -> str:
             *first,
             "        hosts: [local]",
             f"        path: {q(layout.path(name))}",
+            f"        url: {q(layout.app_url(name))}",
             "        keep_releases: 3",
             f"        hooks: {{after_activate: [{q(f'{python} -m hello.app restart {port}')}]}}",
             "        healthcheck:",
