@@ -28,7 +28,6 @@ from app.demo.processes import (
     answers,
     free_port,
     redis_url,
-    tail,
     wait_until,
 )
 from app.demo.progress import MARK, Item, Progress, awaiting_approval, outcome
@@ -105,7 +104,18 @@ def _stop_apps(folder: Path) -> None:
     """Stop the sample app each environment runs (its after_activate hook started it)."""
     for pidfile in folder.glob("hosts/*/hello.pid"):
         with contextlib.suppress(OSError, ValueError):
-            os.kill(int(pidfile.read_text()), signal.SIGTERM)
+            pid = int(pidfile.read_text())
+            if _runs_the_app(pid):
+                os.kill(pid, signal.SIGTERM)
+
+
+def _runs_the_app(pid: int) -> bool:
+    """Whether `pid` is still the sample app (an app that died may have left its pid to
+    another process); without /proc, the pid file is trusted."""
+    try:
+        return b"hello.app" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return not Path("/proc/self").exists()
 
 
 class Demo:
@@ -152,8 +162,9 @@ class Demo:
             (repo / path).parent.mkdir(parents=True, exist_ok=True)
             (repo / path).write_text(text)
         name, email = sample.AUTHOR
+        # The user's git settings must not sign, or run hooks on, the demo's commit.
         identity = ["-c", f"user.name={name}", "-c", f"user.email={email}",
-                    "-c", "commit.gpgsign=false"]
+                    "-c", "commit.gpgsign=false", "-c", f"core.hooksPath={os.devnull}"]
         git("init", "-q", cwd=repo)
         git("symbolic-ref", "HEAD", f"refs/heads/{sample.BRANCH}", cwd=repo)
         git("add", "-A", cwd=repo)
@@ -300,16 +311,18 @@ class Demo:
             f" {answer.json().get('approved_by')} (--exit approves it itself)")
 
     def explain(self, failed: list[Item]) -> None:
-        """Say what failed, with the end of its log (and, with --exit, the processes')."""
+        """Say on stderr what failed, with the end of its log."""
         for item in failed:
             kind = "builds" if item.kind == "build" else "deployments"
+            where = f" ({item.environment})" if item.environment else ""
             lines = self.get(f"/{kind}/{item.id}/log")["lines"][-15:]
-            print(f"{item.kind} {item.id} {item.state}: {item.error or 'see its log'}\n"
+            print(f"conveyor demo: {item.kind} {item.id}{where} {item.state}:"
+                  f" {item.error or 'see its log'}; its log ends:\n"
                   + "\n".join(f"    {line['text']}" for line in lines),
                   file=sys.stderr, flush=True)
-        for name in self.processes.started if failed and self.exit_when_live else ():
-            print(f"--- {name} (last lines)\n{tail(self.processes.log(name))}",
-                  file=sys.stderr, flush=True)
+        if failed:
+            print(f"The processes' logs are in {self.processes.logs}", file=sys.stderr,
+                  flush=True)
 
     def summary(self) -> None:
         """Where to look: the dashboard, the token, the API and each environment's app."""

@@ -107,6 +107,41 @@ def test_without_redis_or_redis_server_the_demo_says_what_to_install_and_exits_2
     assert list((tmp_path / "tmp").iterdir()) == []  # nothing left behind
 
 
+def _path_without(tmp_path: Path, tool: str) -> str:
+    """A PATH with every program of this one but `tool`."""
+    bin_dir = tmp_path / f"without-{tool}"
+    bin_dir.mkdir()
+    for folder in os.environ["PATH"].split(os.pathsep):
+        for program in Path(folder).glob("*") if Path(folder).is_dir() else ():
+            if program.name != tool and not (bin_dir / program.name).exists():
+                (bin_dir / program.name).symlink_to(program)
+    return str(bin_dir)
+
+
+def test_a_failed_deployment_is_printed_and_exits_1_with_the_files_kept(
+        tmp_path: Path, redis_url: str, redis_db: redis.Redis) -> None:
+    """A host without gzip (a `local` host here: this machine) cannot unpack the artifact."""
+    (tmp_path / "tmp").mkdir()
+    done = subprocess.run([*DEMO, "--exit"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=200, check=False,
+                          env=_env(REDIS_URL=redis_url, TMPDIR=str(tmp_path / "tmp"),
+                                   PATH=_path_without(tmp_path, "gzip")))
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    failed = _in_order(done.stdout, [
+        r"^==> build 1 of \w+ succeeded: tests passed, artifact stored$",
+        r"^==> staging: deployment 1 of \w+ failed: (prepare failed, no host changed: .*)$",
+    ])[1]
+    assert "gzip" in failed[1]
+    assert "production" not in done.stdout.split(failed[0])[1]  # nothing promoted
+    assert done.stderr.startswith(
+        f"conveyor demo: deployment 1 (staging) failed: {failed[1]}; its log ends:\n")
+    assert "gzip: not found" in done.stderr
+    folder = Path(re.search(r"stay in (\S+)$", done.stdout, re.MULTILINE)[1])  # type: ignore[index]
+    assert folder.parent == tmp_path / "tmp" and (folder / "logs/worker.log").is_file()
+    assert not (folder / "hosts/staging/current").exists()  # no host changed
+
+
 class Lines:
     """A running process's output, line by line, as it comes."""
 
