@@ -55,6 +55,9 @@ def run(exit_when_live: bool) -> int:
     except DemoError as exc:
         print(f"conveyor demo: {exc}", file=sys.stderr, flush=True)
         status = exc.status
+    except requests.RequestException as exc:
+        print(f"conveyor demo: the web process stopped answering: {exc}", file=sys.stderr,
+              flush=True)
     except KeyboardInterrupt:
         print("\nStopping the demo...", flush=True)
         status = 0
@@ -249,7 +252,7 @@ class Demo:
         """Say each state change; approve production (with --exit) or say how to. With
         --exit: 0 once production is live, 1 once anything failed; else until Ctrl-C."""
         progress = Progress({name: self.layout.app_url(name) for name in self.layout.app_ports})
-        seen: set[int] = set()  # deployments awaiting approval, and failures, already told
+        seen: set[tuple[str, int]] = set()  # waiting for approval or failed: told
         moved = time.monotonic()
         while True:
             self.processes.check_alive()
@@ -298,6 +301,7 @@ class Demo:
                 + [Item.of_deployment(d) for d in deployments])
 
     def approve(self, item: Item) -> None:
+        """Approve `item` through the API (--exit), or say how to."""
         url = f"{self.layout.web_url}/api/deployments/{item.id}/approve"
         if not self.exit_when_live:
             say(f"Approve {item.environment} in the dashboard, or:\n  curl -X POST -H"
@@ -358,7 +362,7 @@ def git(*args: str, cwd: Path) -> str:
     cwd.mkdir(parents=True, exist_ok=True)
     done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise DemoError(1, f"git {args[-1] if args else ''} failed: {done.stderr.strip()}")
+        raise DemoError(1, f"git {' '.join(args)} failed: {done.stderr.strip()}")
     return done.stdout.strip()
 
 
