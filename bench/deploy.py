@@ -218,8 +218,11 @@ def make_artifact(base: Path, megabytes: int) -> pipeline.Artifact:
     return build.pack(workspace, ("dist",), base / "artifacts", {"time": 0})
 
 
-def make_context(base: Path, fleet: SshFleet, redis_url: str) -> Context:
-    environments = "".join(
+def make_context(base: Path, fleet: SshFleet, redis_url: str,
+                 environments: str | None = None) -> Context:
+    """The deploy job's own context on a pipeline file of the bench project, whose
+    `environments` (YAML text) default to one, ten and twenty of the fleet's hosts."""
+    environments = environments or "".join(
         ENVIRONMENT.format(name=name, path=fleet.deploy_path,
                            hosts=", ".join(h.spec for h in fleet.hosts[:count]))
         for name, count in ENVIRONMENTS.items())
@@ -235,12 +238,14 @@ def make_context(base: Path, fleet: SshFleet, redis_url: str) -> Context:
     return ctx
 
 
-def register_build(ctx: Context, artifact: pipeline.Artifact) -> int:
+def register_build(ctx: Context, artifact: pipeline.Artifact, sha: str = SHA) -> int:
+    """A succeeded build of `sha` whose artifact is `artifact`; its id."""
     project = ctx.config.projects["bench"]
     from app.pipeline.builds import find_or_create_build
 
-    found, _new = find_or_create_build(ctx, project, sha=SHA, ref="refs/heads/main",
-                                       repository="acme/bench", clone_url="/nonexistent")
+    found, _new = find_or_create_build(ctx, project, sha=sha, ref="refs/heads/main",
+                                       repository="acme/bench",
+                                       clone_url="https://github.com/acme/bench.git")
     pipeline.start_build(ctx, found.id)
     pipeline.finish_build(ctx, found.id, artifact=artifact)
     return found.id
