@@ -71,6 +71,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--hosts", type=int, nargs="+", default=[1, 10, 20])
+    parser.add_argument("--profile", action="store_true",
+                        help="print each step's median time per host of Conveyor's deployments")
     parser.add_argument("--nodelay", action="store_true",
                         help="also time Capistrano with TCP_NODELAY on net-ssh's socket"
                              " (not stock)")
@@ -109,7 +111,9 @@ class Peers:
             for n in args.hosts)
         self.ctx: Context = bench_deploy.make_context(base, fleet, redis_url, environments)
         self.times: dict[tuple[str, int], list[float]] = {}
+        self.timings: dict[int, list[dict[str, float]]] = {}
         self.sha = ""
+        self.build_id = 0
 
     def run(self) -> None:
         print(f"app: {self.files} files, {self.tgz.stat().st_size / 1e6:.1f} MB as .tar.gz;"
@@ -148,14 +152,20 @@ class Peers:
     # -- a new commit, and each contender deploying it --------------------------------------
 
     def commit(self) -> None:
-        """A new empty commit on master (Capistrano's releases are named by the second)."""
+        """A new empty commit on master, and Conveyor's build of it."""
         git = ["git", "--git-dir", str(self.origin)]
         tree = _out([*git, "rev-parse", "master^{tree}"])
         parent = _out([*git, "rev-parse", "master"])
         self.sha = _out([*git, *GIT_ID, "commit-tree", tree, "-p", parent, "-m", "round"])
         _out([*git, "update-ref", "refs/heads/master", self.sha, parent])
-        self.artifact = None  # packed when Conveyor's turn comes, once per commit
-        time.sleep(1.0)
+        # The commit's build, untimed: its artifact (the manifest names the commit, so each
+        # differs), packed by the build job's own code. Older ones go: the hosts hold theirs.
+        for old in (self.base / "artifacts").glob("*.tar.gz"):
+            old.unlink()
+        artifact = build.pack(self.tree, ("app", "README"), self.base / "artifacts",
+                              {"time": 0, "sha": self.sha})
+        self.build_id = bench_deploy.register_build(self.ctx, artifact, self.sha)
+        time.sleep(1.0)  # Capistrano names its releases by the second
 
     def capistrano(self, count: int, nodelay: bool = False) -> None:
         hosts = self.fleet.hosts[:count]
@@ -173,10 +183,6 @@ class Peers:
                              f"{done.stderr[-3000:]}")
 
     def conveyor(self, count: int) -> None:
-        if self.artifact is None:
-            self.artifact = build.pack(self.tree, ("app", "README"), self.base / "artifacts",
-                                       {"time": 0, "sha": self.sha})
-            self.build_id = bench_deploy.register_build(self.ctx, self.artifact, self.sha)
         project = self.ctx.config.projects["bench"]
         from app import pipeline
 
@@ -187,6 +193,7 @@ class Peers:
         with self.ctx.db.session() as session:
             done = session.get(Deployment, deployment.id)
             assert done is not None and done.state == "succeeded", done and done.error
+            self.timings.setdefault(count, []).extend(dict(h.timings or {}) for h in done.hosts)
 
     def openssh(self, count: int) -> None:
         path = f"{self.fleet.deploy_path}/openssh"
@@ -238,6 +245,12 @@ class Peers:
                   f" at {count} host(s)")
             print(f"ratio capistrano / openssh: "
                   f"{med[('capistrano', count)] / med[('openssh', count)]:.2f} at {count} host(s)")
+        if self.args.profile:
+            for count, timings in self.timings.items():
+                steps = sorted({step for timing in timings for step in timing})
+                print(f"conveyor, {count} host(s), per host, median seconds: " + ", ".join(
+                    f"{step} {statistics.median(t.get(step, 0) for t in timings):.3f}"
+                    for step in steps))
         print(f"load at end {_load()}")
 
 
