@@ -69,7 +69,7 @@ def cached(ctx: Context, project: str, artifact: pipeline.Artifact,
            say: Callable[[str], None]) -> Path:
     """This machine's copy of an artifact kept in s3: fetched once, verified, reused."""
     path = cache_dir(ctx.settings.data_dir, project) / f"{artifact.sha256}.tar.gz"
-    if path.is_file() and path.stat().st_size == artifact.size:
+    if path.is_file() and sha256_of(path) == artifact.sha256:  # a damaged copy is replaced
         say(f"the artifact {artifact.sha256[:12]} is in this machine's cache")
         return path
     started = time.monotonic()

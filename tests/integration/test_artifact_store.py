@@ -90,6 +90,23 @@ def test_a_deploy_worker_fetches_the_artifact_once_verifies_it_and_reuses_it(
     assert not any(line.startswith("fetched") for line in s.log(redone.id))
 
 
+def test_a_damaged_cached_copy_is_fetched_again(
+        s3: S3Server, ssh_fleet: Callable[[int], SshFleet],
+        worker_context: Callable[..., Context], database_url: str, tmp_path: Path) -> None:
+    s = s3_stage(s3, ssh_fleet, worker_context, database_url, tmp_path, count=1)
+    artifact = uploaded(s, "one")
+    lines: list[str] = []
+    copy = artifacts.cached(s.ctx, "shop", artifact, lines.append)
+    assert artifacts.cached(s.ctx, "shop", artifact, lines.append) == copy
+    copy.write_bytes(b"\0" * artifact.size)  # same size, other bytes
+    assert artifacts.cached(s.ctx, "shop", artifact, lines.append) == copy
+    assert artifacts.sha256_of(copy) == artifact.sha256
+    assert [line.split(",")[0] for line in lines] == [
+        f"fetched the artifact from {artifact.path}",
+        f"the artifact {artifact.sha256[:12]} is in this machine's cache",
+        f"fetched the artifact from {artifact.path}"]
+
+
 def test_a_corrupt_object_fails_the_deployment_with_no_host_changed(
         s3: S3Server, ssh_fleet: Callable[[int], SshFleet],
         worker_context: Callable[..., Context], database_url: str, tmp_path: Path) -> None:
