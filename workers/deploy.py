@@ -107,6 +107,11 @@ def local_artifact(ctx: Context, order: pipeline.DeploymentOrder
         pipeline.finish_deployment(ctx, order.deployment_id, "failed",
                                    f"{exc}; no host changed")
         return None
+    except BaseException as stop:  # the RQ timeout too: recorded, then RQ sees it
+        reason = (f"interrupted by {type(stop).__name__} while fetching the artifact;"
+                  " nothing switched")
+        persist(lambda: pipeline.finish_deployment(ctx, order.deployment_id, "error", reason))
+        raise
 
 
 @contextmanager
