@@ -12,8 +12,6 @@ STATE_CLASS = {
     "running": "busy", "queued": "wait", "awaiting_approval": "wait",
     "canceled": "off", "superseded": "off", "rolled_back": "off",
 }
-# The states in which a deployment's log and hosts still change.
-ACTIVE = frozenset({"queued", "awaiting_approval", "running"})
 
 
 def duration(seconds: float | None) -> str:

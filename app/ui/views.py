@@ -24,13 +24,14 @@ from app import auth, logs, pipeline
 from app.context import Context
 from app.models import Deployment
 from app.ui import commits, reads
-from app.ui.format import ACTIVE
 from app.ui.signin import check_csrf, sign_in, sign_out, signed_in
 from app.web import context
 
 blueprint = Blueprint("ui", __name__, template_folder="templates", static_folder="static",
                       static_url_path="/ui-static")
 OPEN = frozenset({"ui.signin", "ui.static"})
+FOLLOWED = frozenset({"queued", "running"})
+MAX_LINES = 100_000
 
 
 @blueprint.before_request
@@ -81,11 +82,12 @@ def index():  # type: ignore[no-untyped-def]
 def deployment(deployment_id: int):  # type: ignore[no-untyped-def]
     ctx = context()
     row = reads.deployment(ctx, deployment_id) or abort(404)
-    finished = row.state not in ACTIVE
-    lines = logs.lines(ctx, "deployment", deployment_id, after=0, limit=100_000) \
-        if finished else []
+    # A stream holds one of the web process's threads: follow only a deployment that runs
+    # or is about to (one awaiting approval may wait for days; its page polls instead).
+    follow = row.state in FOLLOWED
+    lines = [] if follow else logs.lines(ctx, "deployment", deployment_id, limit=MAX_LINES)
     return render_template("ui/deployment.html", d=row, hosts=_hosts(ctx, row),
-                           lines=lines, follow=not finished,
+                           lines=lines, follow=follow,
                            audit=reads.audit(ctx, deployment_id))
 
 
@@ -137,9 +139,9 @@ def rollback(project: str, environment: str):  # type: ignore[no-untyped-def]
 def build(build_id: int):  # type: ignore[no-untyped-def]
     ctx = context()
     row = reads.build(ctx, build_id) or abort(404)
-    finished = row.state not in ACTIVE
-    lines = logs.lines(ctx, "build", build_id, after=0, limit=100_000) if finished else []
-    return render_template("ui/build.html", b=row, lines=lines, follow=not finished)
+    follow = row.state in FOLLOWED
+    lines = [] if follow else logs.lines(ctx, "build", build_id, limit=MAX_LINES)
+    return render_template("ui/build.html", b=row, lines=lines, follow=follow)
 
 
 @blueprint.get("/builds/<int:build_id>/log")

@@ -25,6 +25,7 @@ function followLog(pre) {
 }
 
 let refreshing = false;
+let initialState = null;
 
 async function refreshLive(final) {
   const holder = document.querySelector("[data-live-src]");
@@ -37,6 +38,11 @@ async function refreshLive(final) {
     refreshing = false;
   }
   const live = document.getElementById("live");
+  // Approved (or canceled) while the page was open: load it again, with its log.
+  if (live && initialState === "awaiting_approval" && live.dataset.state !== initialState) {
+    window.location.reload();
+    return;
+  }
   if (!final && live && live.dataset.active === "yes") setTimeout(() => refreshLive(false), 1000);
 }
 
@@ -50,5 +56,6 @@ document.addEventListener("DOMContentLoaded", () => {
   const pre = document.querySelector("pre[data-stream]");
   if (pre) followLog(pre);
   const live = document.getElementById("live");
+  if (live) initialState = live.dataset.state;
   if (live && live.dataset.active === "yes") setTimeout(() => refreshLive(false), 1000);
 });
