@@ -53,7 +53,7 @@ def test_sign_in_watch_staging_go_live_and_approve_production(
     staging = r.deployment_of("staging", sha, "running")
     browser.get(f"{r.web}/deployments/{staging['id']}")
     wait_until(browser, lambda b: text(b, "#following") == "following live", "log followed")
-    assert text(browser, "#live .state .badge") == "running"
+    wait_until(browser, lambda b: text(b, "#live .state .badge") == "running", "running")
     assert "went-live-marker" not in text(browser, "#log")
     browser.execute_script("window.sameDocument = true;")
 
@@ -62,10 +62,13 @@ def test_sign_in_watch_staging_go_live_and_approve_production(
     wait_until(browser, lambda b: "went-live-marker" in text(b, "#log"), "the log followed")
     wait_until(browser, lambda b: text(b, "#live .state .badge") == "succeeded",
                "staging succeeded on the page")
+    wait_until(browser, lambda b: text(b, "#following") == "finished: succeeded",
+               "the stream's end")
     assert browser.execute_script("return window.sameDocument === true;")  # never reloaded
-    assert text(browser, "#following") == "finished: succeeded"
-    hosts = browser.find_elements(By.CSS_SELECTOR, "#hosts tr[data-host] .badge")
-    assert [h.text for h in hosts] == ["succeeded", "succeeded"]
+    # The part that changes is replaced as it refreshes: read it whole, in one script.
+    wait_until(browser, lambda b: b.execute_script(
+        "return [...document.querySelectorAll('#hosts tr[data-host] .badge')]"
+        ".map(e => e.textContent)") == ["succeeded", "succeeded"], "each host succeeded")
 
     parked = r.deployment_of("production", sha, "awaiting_approval")
     browser.get(f"{r.web}/")

@@ -233,3 +233,18 @@ def test_without_an_api_token_the_dashboard_says_how_to_enable_it(
     answer = app.test_client().get("/")
     assert answer.status_code == 503
     assert "Set <code>CONVEYOR_API_TOKEN</code>" in answer.get_data(as_text=True)
+
+
+def test_a_build_page_shows_its_state_artifact_deployments_and_log(
+        client: FlaskClient, ctx: Context) -> None:
+    deployment_id = awaiting(ctx)
+    with ctx.db.session() as session:
+        build = session.get(Deployment, deployment_id).build
+        build.artifact_sha256, build.artifact_size = "f" * 64, 2048
+        session.add(LogLine(build_id=build.id, text="$ make dist"))
+        build_id = build.id
+    sign_in(client)
+    page = client.get(f"/builds/{build_id}").get_data(as_text=True)
+    assert 'data-state="succeeded"' in page and "ffffffffffff</code> 2048 bytes" in page
+    assert f'href="/deployments/{deployment_id}"' in page
+    assert '<span class="line">$ make dist</span>' in page and "data-stream" not in page
