@@ -140,7 +140,7 @@ def deployment(ctx: Context, deployment_id: int) -> DeploymentRow | None:
         return _row(found, hosts=True) if found else None
 
 
-def hosts_live_before(ctx: Context, row: DeploymentRow) -> str | None:
+def live_sha(ctx: Context, row: DeploymentRow) -> str | None:
     """The commit live on the deployment's environment (what a promotion adds to)."""
     with ctx.db.session() as session:
         live = live_deployment(session, row.project, row.environment)

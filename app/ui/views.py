@@ -108,7 +108,7 @@ def deployment_log(deployment_id: int):  # type: ignore[no-untyped-def]
 def approval(deployment_id: int):  # type: ignore[no-untyped-def]
     ctx = context()
     row = reads.deployment(ctx, deployment_id) or abort(404)
-    live = reads.hosts_live_before(ctx, row)
+    live = reads.live_sha(ctx, row)
     mirror = commits.mirror_path(ctx.settings.data_dir, row.project)
     found = commits.from_mirror(mirror, live, row.sha)
     from_mirror = found is not None

@@ -71,6 +71,9 @@ def test_sign_in_watch_staging_go_live_and_approve_production(
         ".map(e => e.textContent)") == ["succeeded", "succeeded"], "each host succeeded")
 
     parked = r.deployment_of("production", sha, "awaiting_approval")
+    browser.get(f"{r.web}/deployments/{parked['id']}")  # waits: polled, not streamed
+    wait_until(browser, lambda b: b.find_element(By.ID, "review"), "review and approve")
+    assert browser.find_element(By.ID, "log").get_attribute("data-stream") is None
     browser.get(f"{r.web}/")
     browser.find_element(By.CSS_SELECTOR, f"#recent tr[data-id='{parked['id']}'] a.approve-link"
                          ).click()
