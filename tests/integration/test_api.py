@@ -13,8 +13,9 @@ from flask.testing import FlaskClient
 
 from app import create_app, pipeline
 from app.context import Context
-from app.models import Build, Delivery, Deployment, DeploymentHost, HostRelease, Release
+from app.models import Build, Delivery, DeploymentHost, HostRelease, Release
 from tests.support import conveyor
+from tests.support.history import SHA, add_build, add_deployment
 
 CONFIG = """\
 projects:
@@ -31,7 +32,6 @@ TOKENS = {"CONVEYOR_API_TOKENS": "alice:alice-token-123,ci:ci-token-12345"}
 ALICE = {"Authorization": "Bearer alice-token-123"}
 CI = {"Authorization": "Bearer ci-token-12345"}
 ADMIN = {"Authorization": f"Bearer {conveyor.API_TOKEN}"}
-SHA = "a" * 40
 NOW = datetime.now(UTC)
 
 
@@ -44,33 +44,6 @@ def ctx_fixture(tmp_path: Path, database_url: str, redis_url: str,
 @pytest.fixture(name="client")
 def client_fixture(ctx: Context) -> FlaskClient:
     return create_app(context=ctx).test_client()
-
-
-def add_build(ctx: Context, sha: str = SHA, state: str = "succeeded",
-              committed_at: datetime | None = None) -> int:
-    with ctx.db.session() as session:
-        build = Build(project="shop", sha=sha, ref="refs/heads/main", repository="acme/shop",
-                      clone_url="", settings_hash=sha[:8], state=state,
-                      artifact_path="/nowhere.tar.gz" if state == "succeeded" else None,
-                      artifact_sha256="f" * 64 if state == "succeeded" else None,
-                      artifact_size=10, committed_at=committed_at)
-        session.add(build)
-        session.flush()
-        return build.id
-
-
-def add_deployment(ctx: Context, build_id: int, environment: str = "staging",
-                   state: str = "succeeded", **values: object) -> int:
-    with ctx.db.session() as session:
-        build = session.get(Build, build_id)
-        assert build is not None
-        deployment = Deployment(project="shop", environment=environment,
-                                trigger=f"test:{build_id}:{environment}:{values}",
-                                build_id=build_id, sha=build.sha, ref=build.ref, state=state,
-                                **values)
-        session.add(deployment)
-        session.flush()
-        return deployment.id
 
 
 def test_every_read_route_needs_a_token_and_names_the_error(client: FlaskClient) -> None:
