@@ -67,8 +67,9 @@ def projects(ctx: Context) -> list[dict[str, Any]]:
     with ctx.db.session() as session:
         live = {(row.project, row.environment, row.host): row
                 for row in session.scalars(select(HostRelease))}
-        releases = {(r.project, r.environment, r.release_id): r
-                    for r in session.scalars(select(Release))}
+        wanted = {row.live_release for row in live.values() if row.live_release}
+        releases = {(r.project, r.environment, r.release_id): r for r in session.scalars(
+            select(Release).where(Release.release_id.in_(wanted)))} if wanted else {}
     answer = []
     for project in ctx.config.projects.values():
         environments = []
