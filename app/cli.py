@@ -461,12 +461,12 @@ def up_command(args: argparse.Namespace, settings: Settings) -> int:
 
 def rq_worker_command(args: argparse.Namespace, settings: Settings) -> int:
     from redis import Redis
-    from rq import Worker
     from rq.serializers import JSONSerializer
 
     # Also reads the migration scripts once here, so that each job's fork need not.
     _check_schema(settings)
     from workers import recovery
+    from workers.rq_worker import Worker
 
     connection = Redis.from_url(settings.redis_url)
     worker = Worker(args.queues, connection=connection, serializer=JSONSerializer)
