@@ -51,8 +51,13 @@ def is_api(path: str) -> bool:
 
 
 def http_error(exc: HTTPException):  # type: ignore[no-untyped-def]
-    """An HTTP error inside /api, in the API's words (the app's handler calls this)."""
+    """An HTTP error inside /api, in the API's words (the app's handler calls this). A path
+    or method no route takes is refused like any request first when the token is wrong,
+    so that the API's shape is not told to whoever asks."""
     code = exc.code or 500
+    refused = _token_refused() if request.url_rule is None else None
+    if refused is not None:
+        return refused
     if code == 404 and request.url_rule is None:
         detail = f"no API route {request.path}; see /api/openapi.json"
     elif code == 405:
@@ -67,16 +72,25 @@ def http_error(exc: HTTPException):  # type: ignore[no-untyped-def]
 
 @blueprint.before_request
 def require_token():  # type: ignore[no-untyped-def]
+    """Refuse a request without a valid token, or with a query parameter its route does not
+    take; else remember who asks (`g.who`)."""
+    refused = _token_refused()
+    if refused is not None:
+        return refused
+    view = current_app.view_functions.get(request.endpoint or "")
+    unknown = sorted(set(request.args) - set(getattr(view, "query_params", ())))
+    if unknown:
+        return error(400, f"unknown query parameter {unknown[0]!r}")
+    return None
+
+
+def _token_refused():  # type: ignore[no-untyped-def]
     settings = context().settings
     if not auth.enabled(settings):
         return error(503, "the API is not enabled: set CONVEYOR_API_TOKEN for the web process")
     g.who = auth.identify(settings, auth.bearer(request.headers.get("Authorization")))
     if g.who is None:
         return error(401, "send Authorization: Bearer <token> with an API token")
-    view = current_app.view_functions.get(request.endpoint or "")
-    unknown = sorted(set(request.args) - set(getattr(view, "query_params", ())))
-    if unknown:
-        return error(400, f"unknown query parameter {unknown[0]!r}")
     return None
 
 

@@ -48,12 +48,14 @@ def client_fixture(ctx: Context) -> FlaskClient:
 
 def test_every_read_route_needs_a_token_and_names_the_error(client: FlaskClient) -> None:
     for path in ("/api/projects", "/api/builds", "/api/audit", "/api/dora",
-                 "/api/openapi.json", "/api/deployments/1", "/api/deliveries"):
+                 "/api/openapi.json", "/api/deployments/1", "/api/deliveries",
+                 "/api/no-such-route"):
         answer = client.get(path)
         assert answer.status_code == 401, path
         assert answer.json["error"] == "unauthorized"
         assert answer.json["detail"]
         assert client.get(path, headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert client.delete("/api/projects").status_code == 401  # no route's method, no token
 
 
 def test_errors_inside_the_api_are_json_with_the_status_name(client: FlaskClient) -> None:
