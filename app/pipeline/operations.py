@@ -73,7 +73,8 @@ def cancel(ctx: Context, deployment_id: int, *, by: str = CLI) -> Deployment:
                                       " only a waiting or running deployment can be canceled")
         record(change.session, "cancel", deployment, by=by,
                detail="asked to stop at the next safe point")
-    ctx.jobs.redis.set(cancel_key(deployment_id), by, ex=CANCEL_TTL)
+        # Asked before the entry commits: a request Redis refused leaves no entry behind.
+        ctx.jobs.redis.set(cancel_key(deployment_id), by, ex=CANCEL_TTL)
     return deployment
 
 

@@ -286,3 +286,14 @@ def test_dora_from_the_history(ctx: Context, client: FlaskClient) -> None:
     assert [(e["project"], e["environment"]) for e in everything] == [
         ("shop", "staging"), ("shop", "production")]
     assert everything[1]["deployments"] == 0 and everything[1]["lead_time_seconds"] is None
+
+
+def test_cancelling_a_running_deployment_asks_its_job_and_is_audited(
+        ctx: Context, client: FlaskClient) -> None:
+    running = add_deployment(ctx, add_build(ctx), "staging", "running")
+    answer = client.post(f"/api/deployments/{running}/cancel", headers=ALICE)
+    assert answer.status_code == 202 and answer.json["state"] == "running"
+    assert pipeline.cancel_requested(ctx, running) == "alice"
+    (entry,) = answer.json["audit"]
+    assert (entry["by"], entry["action"], entry["detail"]) == (
+        "alice", "cancel", "asked to stop at the next safe point")
