@@ -79,6 +79,14 @@ def test_staging_then_production_after_approval_with_the_same_bytes(
     assert len(shipped) == 1 and r.artifact_of(r.production, live["release"]) == shipped
     assert r.post(f"/deployments/{parked['id']}/approve", expect=409)["detail"] == \
         f"deployment {parked['id']} is succeeded, not awaiting approval"
+    audit = r.get("/audit?project=shop")["audit"]
+    assert [(e["by"], e["action"], e["deployment"]) for e in audit] == [
+        ("admin", "approve", parked["id"])]
+    built = r.get(f"/builds/{staged['build']}")
+    assert built["committed_at"] is not None  # the build read the commit's time from git
+    production = r.get("/dora?project=shop&environment=production&days=1")["environments"][0]
+    assert (production["deployments"], production["changes"]) == (1, 1)
+    assert production["lead_time_seconds"] is not None
     assert r.forge.violations == []
 
 
