@@ -162,7 +162,8 @@ def deploy_command(args: argparse.Namespace, settings: Settings) -> int:
     clone_url = pipeline.known_clone_url(ctx, project) or ""
     try:
         build, deployment = pipeline.deploy_by_hand(
-            ctx, project, env, sha=sha, ref=ref, repository=project.repo, clone_url=clone_url)
+            ctx, project, env, sha=sha, ref=ref, repository=project.repo, clone_url=clone_url,
+            by=pipeline.CLI)
     except (RedisError, SQLAlchemyError) as exc:
         raise CommandError(1, f"cannot queue the deployment: {exc}") from exc
     say(f"deployment {deployment.id} of {project.name} to {env.name} queued: commit"
