@@ -5,10 +5,13 @@ database, enqueue jobs by name and emit commit statuses through `report`. This p
 names are its public surface: callers use `pipeline.<name>`, not the submodules.
 """
 
+from app.pipeline.audit import ACTIONS as AUDIT_ACTIONS
+from app.pipeline.audit import CLI
 from app.pipeline.builds import (
     BuildOrder,
     enqueue_build,
     finish_build,
+    kept_artifacts,
     release_artifacts,
     start_build,
 )
@@ -92,7 +95,9 @@ from app.pipeline.rules import (
 )
 
 __all__ = [
+    "AUDIT_ACTIONS",
     "BUILD_CONTEXT",
+    "CLI",
     "Answer",
     "Artifact",
     "BuildOrder",
@@ -123,6 +128,7 @@ __all__ = [
     "finish_deployment",
     "forge_project",
     "is_local_url",
+    "kept_artifacts",
     "known_clone_url",
     "last_good_release",
     "lock_name",
