@@ -111,7 +111,8 @@ def refusal(status: int, body: Any, url: str, missing: str | None = None) -> tup
     if status == 401:
         return 2, f"Conveyor at {url} refused the token: CONVEYOR_API_TOKEN is not one of its" \
                   " API tokens"
-    if status == 404 and missing is not None:
+    own_sentence = isinstance(error, str) and error and detail is None  # the pipeline's
+    if status == 404 and missing is not None and not own_sentence:
         return 1, missing
     if status == 503 and error == "the API is not enabled":
         return 2, f"the API of Conveyor at {url} is not enabled: set CONVEYOR_API_TOKEN for" \

@@ -29,17 +29,14 @@ def deploy(client: Client, project: str, environment: str, *, ref: str | None,
     if body is None:
         body = _as_given(ref, sha)
     answer = client.post(f"/projects/{_part(project)}/environments/{_part(environment)}"
-                         "/deploy", body,
-                         missing=f"Conveyor has no environment {environment!r} in project"
-                                 f" {project!r}")
+                         "/deploy", body)
     return finish(client, answer, wait=wait, json=json)
 
 
 def act(client: Client, action: str, deployment_id: int, *, wait: bool, json: bool) -> int:
     """Approve, cancel or retry a deployment (a retry is followed as the deployment it
     starts). A canceled deployment is what `cancel --wait` waits for."""
-    answer = client.post(f"/deployments/{deployment_id}/{action}",
-                         missing=f"there is no deployment {deployment_id}")
+    answer = client.post(f"/deployments/{deployment_id}/{action}")
     ends_well = SUCCEEDED | {"canceled"} if action == "cancel" else SUCCEEDED
     return finish(client, answer, wait=wait, json=json, ends_well=ends_well)
 
@@ -49,10 +46,7 @@ def rollback(client: Client, project: str, environment: str, *, release: str | N
     """Put the environment back on its previous good release (or on `release`)."""
     body = {"release": release} if release else {}
     answer = client.post(f"/projects/{_part(project)}/environments/{_part(environment)}"
-                         "/rollback", body,
-                         missing=f"release {release} is not known in {project} {environment}"
-                         if release else f"Conveyor has no environment {environment!r} in"
-                                         f" project {project!r}")
+                         "/rollback", body)
     return finish(client, answer, wait=wait, json=json)
 
 

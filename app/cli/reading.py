@@ -15,15 +15,17 @@ RECENT = 10
 def status(client: Client, project: str | None, *, dora: bool, json: bool) -> int:
     """Environments with the release live on each host, and the last deployments (and, with
     `dora`, the four DORA measures per environment)."""
-    projects = _list(client.get("/projects", {"project": project}), "projects")
+    projects = _list(client.get("/projects", {"project": project},
+                                missing=_older(client, "/api/projects")), "projects")
     if project is not None:
         projects = [p for p in projects if pick(p, "name") == project]
         if not projects:
             raise CommandError(1, f"Conveyor has no project {project!r}")
     recent = _list(client.get("/deployments", {"project": project, "limit": RECENT}),
                    "deployments")
-    measures = _list(client.get("/dora", {"project": project}), "environments") if dora \
-        else None
+    measures = _list(client.get("/dora", {"project": project},
+                                missing=_older(client, "/api/dora")), "environments") \
+        if dora else None
     say = output.printer()
     if json:
         data: dict[str, Any] = {"projects": projects, "deployments": recent}
@@ -127,6 +129,10 @@ def deliveries(client: Client, *, project: str | None, limit: int, json: bool) -
             for d in found]
     say(table(DELIVERY_HEADERS, rows) if rows else "no deliveries yet")
     return 0
+
+
+def _older(client: Client, route: str) -> str:
+    return f"Conveyor at {client.url} has no {route} yet: it is older than this command"
 
 
 def _list(data: Any, key: str) -> list[Any]:
