@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import click
+from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
 
 from app import config as cfg
 from app.cli.commands import cli
@@ -38,6 +40,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CommandError as exc:
         error(str(exc))
         return exc.status
+    except RedisError as exc:
+        error(f"cannot use Redis: {exc}")
+        return 1
+    except SQLAlchemyError as exc:
+        error(f"cannot use the database: {type(exc).__name__}: {getattr(exc, 'orig', exc)}")
+        return 1
     except KeyboardInterrupt:
         return 130
     return result if isinstance(result, int) else 0
