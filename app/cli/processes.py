@@ -66,12 +66,12 @@ def up(settings: Settings, bind: str, count: int) -> int:
 def rq_worker(settings: Settings, queues: Sequence[str], with_scheduler: bool) -> int:
     """One RQ worker on `queues` (JSON serializer), scanning for dead workers' jobs."""
     from redis import Redis
-    from rq import Worker
     from rq.serializers import JSONSerializer
 
     # Also reads the migration scripts once here, so that each job's fork need not.
     local.check_schema(settings)
     from workers import recovery
+    from workers.rq_worker import Worker
 
     connection = Redis.from_url(settings.redis_url)
     rq = Worker(list(queues), connection=connection, serializer=JSONSerializer)
