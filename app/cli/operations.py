@@ -5,6 +5,7 @@ it ends) and `--json`."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
@@ -17,6 +18,7 @@ from app.cli.output import CommandError, pick
 # `--wait` counts as success (exit 0).
 FINISHED = frozenset({"succeeded", "failed", "canceled", "superseded", "skipped", "error"})
 SUCCEEDED = frozenset({"succeeded", "skipped"})
+RECONNECT_SECONDS = 1.0
 _FULL_SHA = re.compile(r"[0-9a-f]{40}")
 Say = Callable[[str], None]
 
@@ -86,6 +88,7 @@ def follow(client: Client, deployment_id: int, say: Say | None) -> Any:
                            missing=f"there is no deployment {deployment_id}")
         if pick(found, "state") in FINISHED:
             return found
+        time.sleep(RECONNECT_SECONDS)  # a proxy cut the stream: not at once, not in a loop
 
 
 def about(deployment: Any) -> str:
