@@ -17,6 +17,8 @@ import requests
 from app.cli.output import CommandError, sentence
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+# How a 404 that names nothing in particular begins: Flask's own, and the API's "no route".
+GENERIC_404 = ("The requested URL was not found", "no API route", "Not Found", "not_found")
 TIMEOUT = (10.0, 60.0)  # connect, read: longer than the log stream's 15 s heartbeat
 
 
@@ -111,10 +113,9 @@ def refusal(status: int, body: Any, url: str, missing: str | None = None) -> tup
     if status == 401:
         return 2, f"Conveyor at {url} refused the token: CONVEYOR_API_TOKEN is not one of its" \
                   " API tokens"
-    own_sentence = isinstance(error, str) and error and detail is None  # the pipeline's
-    if status == 404 and missing is not None and not own_sentence:
+    if status == 404 and missing is not None and _unspecific(body):
         return 1, missing
-    if status == 503 and error == "the API is not enabled":
+    if status == 503 and "not enabled" in f"{error} {detail}":
         return 2, f"the API of Conveyor at {url} is not enabled: set CONVEYOR_API_TOKEN for" \
                   " its web process"
     if status == 400:
@@ -122,6 +123,16 @@ def refusal(status: int, body: Any, url: str, missing: str | None = None) -> tup
     if status >= 500:
         return 1, f"Conveyor at {url} failed ({status}){': ' + said if said else ''}"
     return 1, said or f"Conveyor at {url} answered {status}"
+
+
+def _unspecific(body: Any) -> bool:
+    """Whether a 404's body says no more than "not found" (no route, or Flask's own page),
+    rather than a sentence of the API's such as "there is no environment 'qa'"."""
+    if not isinstance(body, dict):
+        return True
+    error, detail = body.get("error"), body.get("detail")
+    said = detail if isinstance(detail, str) and detail else error
+    return not isinstance(said, str) or said.startswith(GENERIC_404)
 
 
 def parse_events(lines: Iterator[str]) -> Iterator[Event]:

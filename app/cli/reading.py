@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from app.cli import output
@@ -15,8 +16,8 @@ RECENT = 10
 def status(client: Client, project: str | None, *, dora: bool, json: bool) -> int:
     """Environments with the release live on each host, and the last deployments (and, with
     `dora`, the four DORA measures per environment)."""
-    projects = _list(client.get("/projects", {"project": project},
-                                missing=_older(client, "/api/projects")), "projects")
+    projects = _list(client.get("/projects", missing=_older(client, "/api/projects")),
+                     "projects")
     if project is not None:
         projects = [p for p in projects if pick(p, "name") == project]
         if not projects:
@@ -34,7 +35,7 @@ def status(client: Client, project: str | None, *, dora: bool, json: bool) -> in
         say(output.as_json(data))
         return 0
     say(table(("PROJECT", "ENVIRONMENT", "HOST", "RELEASE", "SINCE", "LAST DEPLOYMENT"),
-              live_rows(projects)))
+              live_rows(projects, recent)))
     say("")
     say(table(DEPLOYMENT_HEADERS, [deployment_row(d) for d in recent]) if recent
         else "no deployments yet")
@@ -45,12 +46,15 @@ def status(client: Client, project: str | None, *, dora: bool, json: bool) -> in
     return 0
 
 
-def live_rows(projects: list[Any]) -> list[list[Any]]:
-    """One row per host of each environment (one for an environment with none)."""
+def live_rows(projects: list[Any], recent: Sequence[Any] = ()) -> list[list[Any]]:
+    """One row per host of each environment (one for an environment with none). An
+    environment's last deployment is the server's, else the newest of `recent` for it."""
     rows = []
     for found in projects:
         for env in _list(found, "environments"):
-            last = pick(env, "last_deployment")
+            last = pick(env, "last_deployment") if isinstance(env, dict) and \
+                "last_deployment" in env else _newest(recent, pick(found, "name"),
+                                                      pick(env, "name"))
             summary = (f"#{cell(pick(last, 'id'))} {cell(pick(last, 'state'))}"
                        f" {cell(output.when(pick(last, 'created_at')))}") \
                 if isinstance(last, dict) else None
@@ -60,6 +64,12 @@ def live_rows(projects: list[Any]) -> list[list[Any]]:
                              pick(host, "release"), output.when(pick(host, "since")),
                              summary if i == 0 else None])
     return rows
+
+
+def _newest(recent: Sequence[Any], project: Any, environment: Any) -> Any:
+    """The first (newest) deployment of `recent` to that project's environment, or None."""
+    return next((d for d in recent if pick(d, "project") == project
+                 and pick(d, "environment") == environment), None)
 
 
 DEPLOYMENT_HEADERS = ("ID", "PROJECT", "ENVIRONMENT", "STATE", "COMMIT", "REF", "BY",

@@ -57,6 +57,14 @@ def test_moments_durations_and_ratios() -> None:
     (404, {"error": "there is no environment 'qa' in project 'shop'", "detail": None},
      "there is no deployment 9", (1, "there is no environment 'qa' in project 'shop'")),
     (404, None, "there is no build 9", (1, "there is no build 9")),
+    (404, {"error": "not_found", "detail": "there is no project 'bike'"}, "no such route",
+     (1, "there is no project 'bike'")),
+    (404, {"error": "not_found", "detail": "no API route /api/dora; see /api/openapi.json"},
+     "Conveyor has no /api/dora yet", (1, "Conveyor has no /api/dora yet")),
+    (503, {"error": "service_unavailable",
+           "detail": "the API is not enabled: set CONVEYOR_API_TOKEN for the web process"}, None,
+     (2, f"the API of Conveyor at {URL} is not enabled: set CONVEYOR_API_TOKEN for its web"
+         " process")),
     (409, {"error": "deployment 9 is succeeded, not awaiting approval", "detail": None}, None,
      (1, "deployment 9 is succeeded, not awaiting approval")),
     (400, {"error": "Bad Request", "detail": "sha must be a full\n40-character commit id"}, None,
@@ -150,6 +158,11 @@ def test_status_rows_one_per_host_with_the_last_deployment_once() -> None:
          "#9 succeeded 2026-12-05 19:59:00Z"],
         ["shop", "staging", "deploy@b", None, None, None],
         ["shop", "production", None, None, None, None]]
+    recent = [{"id": 12, "project": "shop", "environment": "production", "state": "queued"},
+              {"id": 11, "project": "shop", "environment": "production", "state": "failed"}]
+    without = [{"name": "shop", "environments": [{"name": "production", "hosts": []}]}]
+    assert reading.live_rows(without, recent) == [  # the server gives none: the newest known
+        ["shop", "production", None, None, None, "#12 queued -"]]
     assert reading.dora_row({"project": "shop", "environment": "staging", "days": 30,
                              "deployment_frequency": 1.5, "lead_time_seconds": 3720,
                              "change_failure_rate": 0.1}) == \
