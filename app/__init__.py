@@ -22,7 +22,7 @@ WITHOUT_DATABASE = frozenset({"health"})
 
 def create_app(settings: Settings | None = None, context: Context | None = None) -> Flask:
     """The Flask application gunicorn serves (`app:create_app()`)."""
-    from app import api, health
+    from app import api, health, ui
     from app.hooks import routes as hooks
 
     app = Flask(__name__)
@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
     app.register_blueprint(hooks.blueprint)
     app.register_blueprint(api.blueprint)
     app.register_blueprint(health.blueprint)
+    ui.init_app(app, ctx.settings)
     _register_errors(app)
     return app
 
