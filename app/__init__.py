@@ -64,6 +64,10 @@ def _schema_before_request(ctx: Context) -> None:
 def _register_errors(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):  # type: ignore[no-untyped-def]
+        from app import api
+
+        if api.is_api(request.path):  # the API's errors name the status in snake case
+            return api.http_error(exc)
         return jsonify(error=exc.name, detail=exc.description), exc.code
 
     # The forge shows a failed delivery, which can be redelivered once we are back.
@@ -84,4 +88,5 @@ def _register_errors(app: Flask) -> None:
 
 
 def _unavailable(detail: str):  # type: ignore[no-untyped-def]
-    return jsonify(error="service unavailable", detail=detail), 503
+    error = "service_unavailable" if request.path.startswith("/api/") else "service unavailable"
+    return jsonify(error=error, detail=detail), 503
