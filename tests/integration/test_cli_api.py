@@ -1,7 +1,6 @@
 """The `conveyor` verbs that talk to the API, run as a user runs them (a process, from a
 folder without the pipeline file, as on a laptop) against the real `conveyor web` and
-`conveyor worker` over sshd hosts; `status` against the app served for real, with a stand-in
-for the two routes written alongside (`/api/projects`, `/api/dora`)."""
+`conveyor worker` over sshd hosts."""
 
 from __future__ import annotations
 
@@ -16,11 +15,7 @@ from typing import Any
 import pytest
 import redis
 
-from app import cli, create_app
-from app.context import Context
-from app.models import Build, Deployment
 from tests.support import conveyor
-from tests.support.api_server import StandIn, serving
 from tests.support.forge import GitHubForge
 from tests.support.gitrepo import GitRepo
 from tests.support.pipeline_run import GITHUB_TOKEN, PipelineRun, pipeline_run
@@ -116,6 +111,21 @@ def test_approve_wait_logs_rollback_retry_deploy_and_deliveries(
     assert (back["kind"], back["state"], back["release"]) == \
         ("rollback", "succeeded", final["release"])
     assert run.served(run.production) == ["v1\n"]
+    shown = ok_json(cli_run("status", "shop", "--dora", "--json"))
+    envs = {e["name"]: e for e in shown["projects"][0]["environments"]}
+    assert [h["release"] for h in envs["production"]["hosts"]] == [final["release"]]
+    assert shown["deployments"][0]["id"] == back["id"]
+    assert {m["environment"] for m in shown["dora"]} == {"staging", "production"}
+    status = cli_run("status", "shop", "--dora")
+    assert status.returncode == 0, status
+    live, recent, dora = status.stdout.rstrip("\n").split("\n\n")
+    assert [row.split()[:4] for row in live.splitlines()[1:]] == [
+        ["shop", "staging", run.staging[0].spec, envs["staging"]["hosts"][0]["release"]],
+        ["shop", "production", run.production[0].spec, final["release"]]]
+    assert recent.splitlines()[1].split()[:4] == [str(back["id"]), "shop", "production",
+                                                  "succeeded"]
+    assert [row.split()[1] for row in dora.splitlines()[1:]] == ["staging", "production"]
+    assert refused(cli_run("status", "bike"), 1) == "Conveyor has no project 'bike'"
     assert refused(cli_run("rollback", "shop", "production", "--to", "20200101T000000Z-nope"),
                    1) == "production has no release 20200101T000000Z-nope to roll back to"
 
@@ -167,67 +177,3 @@ def test_refusals_are_one_sentence_with_the_right_status(run: PipelineRun,
     gone = conveyor_cli("http://127.0.0.1:9", tmp_path, "deliveries")
     assert refused(gone, 1) == ("cannot reach Conveyor at http://127.0.0.1:9 (is the web"
                                 " process running? CONVEYOR_URL says where it is)")
-
-
-PROJECTS = {"projects": [{"name": "shop", "environments": [
-    {"name": "staging", "hosts": [{"host": "deploy@10.0.0.11", "release": "20261205T2000Z-a1",
-                                   "since": "2026-12-05T20:00:00+00:00"},
-                                  {"host": "deploy@10.0.0.12"}],
-     "last_deployment": {"id": 1, "state": "succeeded",
-                         "created_at": "2026-12-05T19:59:00+00:00"}},
-    {"name": "production", "hosts": [], "last_deployment": None}]}]}
-DORA = {"environments": [{"project": "shop", "environment": "staging", "days": 30,
-                          "deployment_frequency": 0.5, "lead_time_seconds": 5400,
-                          "change_failure_rate": 0.25, "time_to_restore_seconds": None}]}
-
-
-@pytest.fixture
-def served(tmp_path: Path, worker_context: Callable[..., Context], database_url: str,
-           monkeypatch: pytest.MonkeyPatch) -> Iterator[StandIn]:
-    ctx = worker_context("projects: {}\n", database_url)
-    with ctx.db.session() as session:
-        build = Build(project="shop", sha="a1" * 20, ref="refs/heads/main",
-                      repository="acme/shop", clone_url="", settings_hash="x",
-                      state="succeeded")
-        session.add(build)
-        session.flush()
-        session.add(Deployment(project="shop", environment="staging", trigger="manual:1",
-                               build_id=build.id, sha=build.sha, ref=build.ref,
-                               state="succeeded", requested_by="alice"))
-    stand_in = StandIn(create_app(context=ctx), conveyor.API_TOKEN,
-                       {"/api/projects": PROJECTS, "/api/dora": DORA})
-    with serving(stand_in) as url:
-        monkeypatch.setenv("CONVEYOR_URL", url)
-        yield stand_in
-
-
-def test_status_shows_live_releases_last_deployments_and_dora(
-        served: StandIn, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["status", "shop", "--dora"]) == 0
-    out, err = capsys.readouterr()
-    assert err == ""
-    live, recent, dora = out.rstrip("\n").split("\n\n")
-    assert live.splitlines() == [
-        "PROJECT  ENVIRONMENT  HOST              RELEASE            SINCE                 "
-        "LAST DEPLOYMENT",
-        "shop     staging      deploy@10.0.0.11  20261205T2000Z-a1  2026-12-05 20:00:00Z  "
-        "#1 succeeded 2026-12-05 19:59:00Z",
-        "shop     staging      deploy@10.0.0.12  -                  -                     -",
-        "shop     production   -                 -                  -                     -"]
-    assert recent.splitlines()[0].split() == ["ID", "PROJECT", "ENVIRONMENT", "STATE",
-                                              "COMMIT", "REF", "BY", "CREATED"]
-    assert recent.splitlines()[1].split()[:7] == ["1", "shop", "staging", "succeeded",
-                                                  "a1" * 6, "refs/heads/main", "alice"]
-    assert dora.splitlines()[1].split() == ["shop", "staging", "30", "0.50", "1h", "30m",
-                                            "25.0%", "-"]
-    assert ("/api/projects", "") in served.seen  # it takes no parameters: shop is chosen here
-    assert ("/api/dora", "project=shop") in served.seen
-
-    assert cli.main(["status", "--json"]) == 0
-    shown = json.loads(capsys.readouterr().out)
-    assert shown["projects"] == PROJECTS["projects"] and "dora" not in shown
-    assert [d["requested_by"] for d in shown["deployments"]] == ["alice"]
-
-    assert cli.main(["status", "bike"]) == 1
-    out, err = capsys.readouterr()
-    assert (out, err) == ("", "Conveyor has no project 'bike'\n")
