@@ -44,6 +44,7 @@ def check(settings: Settings) -> int:
     config = load(settings)
     say = printer(config.secrets())
     say(f"{config.path}: valid")
+    say(f"artifacts: {_store(config.artifacts)}")
     for project in config.projects.values():
         say(f"project {project.name}: {project.provider} {project.repo}")
         say(f"  build: {len(project.build.commands)} command(s), artifact "
@@ -60,6 +61,15 @@ def check(settings: Settings) -> int:
                 pinned = " (key pinned)" if host.host_key else ""
                 say(f"    {host.spec}{pinned}")
     return 0
+
+
+def _store(artifacts: cfg.Artifacts) -> str:
+    """Where artifacts live between build and deploy, in a few words."""
+    if artifacts.store != "s3":
+        return "local (the build worker's data dir: workers on one machine)"
+    s3 = artifacts.s3
+    where = f" at {s3['endpoint_url']}" if s3.get("endpoint_url") else ""
+    return f"s3://{s3['bucket']}/{s3.get('prefix', '')}{where} (credentials from AWS_*)"
 
 
 def plan(settings: Settings, project_name: str, env_name: str, *, ref: str | None,

@@ -39,16 +39,15 @@ def worker(settings: Settings, queues: Sequence[str], count: int) -> int:
 
 
 def worker_argvs(count: int, queues: Sequence[str] = ()) -> list[list[str]]:
-    """By default `count` workers for deploys and builds (and notify), and one for notify
-    alone, so that statuses go out while builds and deploys run; with `queues`, `count`
-    workers on exactly those. Each runs RQ's scheduler (one at a time is active per
-    queue): status retries wait on it, and so do deployments waiting for their
-    environment."""
+    """`count` workers for the queues (by default all), and one more for notify alone when
+    it is among others, so that statuses go out while builds and deploys run. Each runs
+    RQ's scheduler (one at a time is active per queue): status retries wait on it, and so
+    do deployments waiting for their environment."""
     base = [sys.executable, "-m", "app.cli", "rq-worker"]
-    if queues:
-        chosen = list(dict.fromkeys(queues))
-        return [[*base, *chosen, "--with-scheduler"] for _ in range(max(1, count))]
-    general = [[*base, *QUEUE_ORDER, "--with-scheduler"] for _ in range(max(1, count))]
+    chosen = [queue for queue in QUEUE_ORDER if queue in (queues or QUEUE_ORDER)]
+    general = [[*base, *chosen, "--with-scheduler"] for _ in range(max(1, count))]
+    if "notify" not in chosen or chosen == ["notify"]:
+        return general
     return [*general, [*base, "notify", "--with-scheduler"]]
 
 
