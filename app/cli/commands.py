@@ -166,7 +166,7 @@ def web(bind: str, workers: int) -> int:
 
 
 @cli.command(epilog=_example("conveyor worker", "conveyor worker deploys --count 4"))
-@click.argument("queues", nargs=-1, type=click.Choice(processes.QUEUE_ORDER), metavar="[QUEUE]...")
+@click.argument("queues", nargs=-1, metavar="[QUEUE]...")
 @click.option("--count", type=click.IntRange(min=1), default=2, show_default=True,
               help="workers (without QUEUE, one more serves notify alone)")
 def worker(queues: tuple[str, ...], count: int) -> int:

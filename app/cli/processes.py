@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from app.cli import local
+from app.cli.output import CommandError
 from app.settings import Settings
 
 QUEUE_ORDER = ("deploys", "builds", "notify")
@@ -34,6 +35,10 @@ def gunicorn_argv(bind: str, workers: int) -> list[str]:
 
 def worker(settings: Settings, queues: Sequence[str], count: int) -> int:
     """Run RQ workers (see `worker_argvs`) until told to stop."""
+    unknown = [queue for queue in queues if queue not in QUEUE_ORDER]
+    if unknown:
+        raise CommandError(2, f"there is no queue {unknown[0]!r}; the queues are"
+                              f" {', '.join(QUEUE_ORDER)}")
     local.prepare(settings)
     return supervise(worker_argvs(count, queues))
 
