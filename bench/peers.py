@@ -40,7 +40,7 @@ from app.context import Context
 from app.models import Deployment
 from tests.support.services import redis_url_for_run, release_redis
 from tests.support.sshd import SshFleet, start_fleet
-from workers import build, deploy
+from workers import build, deploy, mirrors
 
 HERE = Path(__file__).resolve().parent
 KEEP_RELEASES = 3
@@ -165,6 +165,10 @@ class Peers:
         artifact = build.pack(self.tree, ("app", "README"), self.base / "artifacts",
                               {"time": 0, "sha": self.sha})
         self.build_id = bench_deploy.register_build(self.ctx, artifact, self.sha)
+        # The build job fetches its commit into this machine's mirror, where the deploy job
+        # reads which commit descends from which.
+        mirrors.update(self.ctx.settings.data_dir, "bench", str(self.origin), lambda _line: None,
+                       shas=[self.sha], allow_file=True)
         time.sleep(1.0)  # Capistrano names its releases by the second
 
     def capistrano(self, count: int, nodelay: bool = False) -> None:
