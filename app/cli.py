@@ -406,7 +406,18 @@ def _prepare(settings: Settings) -> None:
     """Check the pipeline file and bring the database schema up to date."""
     cfg.load(settings.config_path)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _metrics_dir(settings)
     _check_schema(settings)
+
+
+def _metrics_dir(settings: Settings) -> None:
+    """Where this machine's processes keep their metric files (for them and their children):
+    PROMETHEUS_MULTIPROC_DIR when given, else the data directory's `metrics`."""
+    from app.metrics import MULTIPROC_ENV
+
+    directory = os.environ.get(MULTIPROC_ENV) or str(settings.data_dir / "metrics")
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    os.environ[MULTIPROC_ENV] = directory
 
 
 def _check_schema(settings: Settings) -> None:
@@ -431,12 +442,35 @@ def _gunicorn_argv(bind: str, workers: int) -> list[str]:
     heartbeat_dir = "/dev/shm"  # noqa: S108
     return [sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", str(workers),
             "--worker-class", "gthread", "--threads", "4", "--access-logfile", "-",
-            "--worker-tmp-dir", heartbeat_dir, "app:create_app()"]
+            "--worker-tmp-dir", heartbeat_dir, "--config", "python:app.gunicorn_conf",
+            "app:create_app()"]
 
 
 def worker_command(args: argparse.Namespace, settings: Settings) -> int:
     _prepare(settings)
+    _serve_metrics(settings)
     return _supervise(_worker_argvs(args.count))
+
+
+def _serve_metrics(settings: Settings) -> None:
+    """On a machine without the web process: this machine's metrics at CONVEYOR_METRICS_PORT
+    (`9100`, on 127.0.0.1, or `ADDRESS:9100`), when it is set. It has no token: bind it
+    where only Prometheus reaches."""
+    given = os.environ.get("CONVEYOR_METRICS_PORT")
+    if not given:
+        return
+    address, _, port = given.rpartition(":")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise CommandError(2, f"CONVEYOR_METRICS_PORT: {given[:40]!r} is not a port "
+                              "(9100, or ADDRESS:9100)")
+    from prometheus_client import start_http_server
+
+    from app.metrics import scrape
+    from app.queue import Jobs, connect
+
+    jobs = Jobs(connect(settings.redis_url))
+    start_http_server(int(port), addr=address.strip("[]") or "127.0.0.1",
+                      registry=scrape(jobs.depths))
 
 
 def _worker_argvs(count: int) -> list[list[str]]:
@@ -454,6 +488,7 @@ def up_command(args: argparse.Namespace, settings: Settings) -> int:
         env["CONVEYOR_API_TOKEN"] = secrets.token_urlsafe(24)
         print(f"API token for this run: {env['CONVEYOR_API_TOKEN']}", flush=True)
     _prepare(settings)
+    env.setdefault("PROMETHEUS_MULTIPROC_DIR", os.environ["PROMETHEUS_MULTIPROC_DIR"])
     print(f"Conveyor is listening on http://{args.bind}", flush=True)
     return _supervise([_gunicorn_argv(args.bind, 2), *_worker_argvs(args.count)], env)
 
@@ -463,6 +498,10 @@ def rq_worker_command(args: argparse.Namespace, settings: Settings) -> int:
     from rq import Worker
     from rq.serializers import JSONSerializer
 
+    from app import metrics
+
+    _metrics_dir(settings)
+    metrics.share_files_across_forks()  # before anything is recorded in this process
     # Also reads the migration scripts once here, so that each job's fork need not.
     _check_schema(settings)
     from workers import recovery

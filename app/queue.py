@@ -43,6 +43,15 @@ class Jobs:
             return False
         return True
 
+    def depths(self) -> dict[str, tuple[int, int]]:
+        """Each queue's jobs (waiting now, scheduled for later), in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for queue in self._queues.values():
+            pipe.llen(queue.key)
+            pipe.zcard(queue.scheduled_job_registry.key)
+        counts = pipe.execute()
+        return {name: (counts[2 * n], counts[2 * n + 1]) for n, name in enumerate(self._queues)}
+
     def ping(self) -> None:
         """Raise when Redis cannot be reached."""
         self.redis.ping()

@@ -30,6 +30,8 @@ class Settings:
     # (name, token) of every API token: CONVEYOR_API_TOKEN as `admin`, then
     # CONVEYOR_API_TOKENS (`alice:<token>,ci:<token>`).
     api_tokens: tuple[tuple[str, str], ...] = ()
+    # CONVEYOR_METRICS_TOKEN: when set, /metrics asks for it as a bearer token.
+    metrics_token: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -45,6 +47,7 @@ class Settings:
             api_token=api_token,
             secret_key=env.get("CONVEYOR_SECRET_KEY") or None,
             api_tokens=named_tokens(api_token, env.get("CONVEYOR_API_TOKENS") or ""),
+            metrics_token=env.get("CONVEYOR_METRICS_TOKEN") or None,
         )
 
 
