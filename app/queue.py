@@ -29,11 +29,12 @@ class Jobs:
                         for name in QUEUES}
 
     def enqueue(self, queue: str, func: str, *args: object, job_id: str, timeout: int,
-                retry: Retry | None = None, delay: float = 0) -> bool:
+                retry: Retry | None = None, delay: float = 0, unique: bool = True) -> bool:
         """Queue `func(*args)` once under `job_id` (after `delay` seconds, through RQ's
-        scheduler, when given); False when that job exists already."""
+        scheduler, when given); False when that job exists already. `unique=False` is for
+        a job id no other caller can have queued: it saves RQ's round trips that check."""
         options = {"args": args, "job_id": job_id, "job_timeout": timeout, "result_ttl": 3600,
-                   "failure_ttl": FAILURE_TTL, "retry": retry, "unique": True}
+                   "failure_ttl": FAILURE_TTL, "retry": retry, "unique": unique}
         try:
             if delay > 0:
                 self._queues[queue].enqueue_in(timedelta(seconds=delay), func, **options)

@@ -204,9 +204,11 @@ def _queue_dispatch(ctx: Context, build_id: int, deployment_ids: list[int],
     retried; like the build job itself, it only needs Redis and the database to be up."""
     from rq import Retry
 
+    # Only the delivery that made the build gets here: no other can have queued its job.
     ctx.jobs.enqueue("notify", "workers.intake.dispatch", build_id, deployment_ids,
                      forge_project, job_id=f"dispatch-{build_id}-1", timeout=120,
-                     retry=Retry(max=8, interval=[1, 5, 15, 60, 300, 900, 1800, 3600]))
+                     retry=Retry(max=8, interval=[1, 5, 15, 60, 300, 900, 1800, 3600]),
+                     unique=False)
 
 
 def _queue_dispatch_or_take_back(ctx: Context, conn: Connection, received: Received,
