@@ -92,7 +92,10 @@ def share_files_across_forks() -> None:
     worker = os.getpid()
 
     def identity() -> str:
-        return str(worker) if os.getpid() == worker else f"{worker}-jobs"
+        pid = os.getpid()
+        if pid != worker and os.getppid() == worker:  # a horse; anything it forks is not
+            return f"{worker}-jobs"
+        return str(pid)
 
     def fresh() -> None:
         values.ValueClass = values.MultiProcessValue(identity)
