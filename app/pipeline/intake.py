@@ -389,14 +389,16 @@ FROM build""")  # noqa: S608 - every name above is the models', every value a pa
 def _defaults(table: Table, prefix: str) -> dict[str, Any]:
     """The model's Python-side defaults (evaluated now) of the columns intake leaves to it,
     named `prefix` + column."""
+    return {f"{prefix}{key}": default.arg(None) if default.is_callable else default.arg
+            for key, default in _defaulted(table)}
+
+
+@cache
+def _defaulted(table: Table) -> tuple[tuple[str, Any], ...]:
     given = {*_BUILD_COLUMNS, *_DEPLOYMENT_ARRAYS, "build_id"}
-    found = {}
-    for column in table.c:
-        default = column.default
-        if column.primary_key or default is None or column.key in given:
-            continue
-        found[f"{prefix}{column.key}"] = default.arg(None) if default.is_callable else default.arg
-    return found
+    return tuple((column.key, column.default) for column in table.c
+                 if not column.primary_key and column.default is not None
+                 and column.key not in given)
 
 
 def _pg_param(table: Table, name: str, prefix: str) -> str:
