@@ -100,6 +100,8 @@ def _parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="run RQ workers on builds, deploys and notify")
     worker.add_argument("--count", type=int, default=2,
                         help="workers for builds and deploys (one more serves notify)")
+    worker.add_argument("queues", nargs="*", metavar="QUEUE",
+                        help="only these queues (deploys, builds, notify); default all")
     worker.set_defaults(func=worker_command)
 
     up = commands.add_parser("up", help="web and workers together, for one machine")
@@ -127,6 +129,7 @@ def check_command(args: argparse.Namespace, settings: Settings) -> int:
     config = cfg.load(settings.config_path)
     say = _printer(config.secrets())
     say(f"{config.path}: valid")
+    say(f"artifacts: {_store(config.artifacts)}")
     for project in config.projects.values():
         say(f"project {project.name}: {project.provider} {project.repo}")
         say(f"  build: {len(project.build.commands)} command(s), artifact "
@@ -143,6 +146,15 @@ def check_command(args: argparse.Namespace, settings: Settings) -> int:
                 pinned = " (key pinned)" if host.host_key else ""
                 say(f"    {host.spec}{pinned}")
     return 0
+
+
+def _store(artifacts: cfg.Artifacts) -> str:
+    """Where artifacts live between build and deploy, in a few words."""
+    if artifacts.store != "s3":
+        return "local (the build worker's data dir: workers on one machine)"
+    s3 = artifacts.s3
+    where = f" at {s3['endpoint_url']}" if s3.get("endpoint_url") else ""
+    return f"s3://{s3['bucket']}/{s3.get('prefix', '')}{where} (credentials from AWS_*)"
 
 
 def deploy_command(args: argparse.Namespace, settings: Settings) -> int:
@@ -448,9 +460,13 @@ def _gunicorn_argv(bind: str, workers: int) -> list[str]:
 
 
 def worker_command(args: argparse.Namespace, settings: Settings) -> int:
+    unknown = [queue for queue in args.queues if queue not in QUEUE_ORDER]
+    if unknown:
+        raise CommandError(2, f"there is no queue {unknown[0]!r}; the queues are"
+                              f" {', '.join(QUEUE_ORDER)}")
     _prepare(settings)
     _serve_metrics(settings)
-    return _supervise(_worker_argvs(args.count))
+    return _supervise(_worker_argvs(args.count, args.queues))
 
 
 def _serve_metrics(settings: Settings) -> None:
@@ -474,12 +490,16 @@ def _serve_metrics(settings: Settings) -> None:
                       registry=scrape(jobs.depths))
 
 
-def _worker_argvs(count: int) -> list[list[str]]:
-    """`count` workers for deploys and builds, and one for notify, so that statuses go out
-    while builds and deploys run. Each runs RQ's scheduler (one at a time is active per
-    queue): status retries wait on it, and so do deployments waiting for their environment."""
+def _worker_argvs(count: int, queues: list[str] | None = None) -> list[list[str]]:
+    """`count` workers for the queues (by default all), and one more for notify alone when
+    it is among others, so that statuses go out while builds and deploys run. Each runs
+    RQ's scheduler (one at a time is active per queue): status retries wait on it, and so
+    do deployments waiting for their environment."""
     base = [sys.executable, "-m", "app.cli", "rq-worker"]
-    general = [[*base, *QUEUE_ORDER, "--with-scheduler"] for _ in range(max(1, count))]
+    chosen = [queue for queue in QUEUE_ORDER if queue in (queues or QUEUE_ORDER)]
+    general = [[*base, *chosen, "--with-scheduler"] for _ in range(max(1, count))]
+    if "notify" not in chosen or chosen == ["notify"]:
+        return general
     return [*general, [*base, "notify", "--with-scheduler"]]
 
 

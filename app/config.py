@@ -31,6 +31,7 @@ DEPLOYMENTS_ELSEWHERE = {
 CHAT_EVENTS = ("started", "succeeded", "failed", "rolled_back", "awaiting_approval",
                "build_failed")
 STORES = ("local", "s3")
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # A `${VAR}` value shorter than this is not masked: `3`, `main` or `true` would be starred
 # all over every log line and answer, hiding what they say and protecting nothing.
@@ -454,9 +455,31 @@ class _Reader:
                 if text is not None:
                     s3[key] = text
         if store == "s3":
-            self.problem(nodes["store"], "artifacts.store",
-                         "s3 is not supported yet by this version; use local")
+            if "s3" not in nodes:
+                self.problem(nodes["store"], "artifacts.store",
+                             "s3 needs artifacts.s3 with at least a bucket")
+            else:
+                self.s3_settings(nodes["s3"], s3)
         return Artifacts(store=store, s3=s3)
+
+    def s3_settings(self, node: Node, s3: dict[str, str]) -> None:
+        """Check what boto3 would only refuse at the first upload: the bucket's name, the
+        prefix, the endpoint's URL. Credentials never come from the file."""
+        fields = ({key.value: value for key, value in node.value}
+                  if isinstance(node, MappingNode) else {})
+        bucket = s3.get("bucket", "")
+        if bucket and not _BUCKET.fullmatch(bucket):
+            self.problem(fields.get("bucket"), "artifacts.s3.bucket",
+                         f"{bucket!r} is not a bucket name (3-63 of a-z 0-9 . -, starting and"
+                         " ending with a letter or digit)")
+        prefix = s3.get("prefix", "")
+        if prefix.startswith("/") or ".." in prefix.split("/"):
+            self.problem(fields.get("prefix"), "artifacts.s3.prefix",
+                         f"{prefix!r} must be a relative key prefix (shop/), without .. parts")
+        endpoint = s3.get("endpoint_url", "")
+        if endpoint and not re.fullmatch(r"https?://[^\s/@]+(/\S*)?", endpoint):
+            self.problem(fields.get("endpoint_url"), "artifacts.s3.endpoint_url",
+                         f"{endpoint!r} must be an http:// or https:// URL without credentials")
 
     def ssh(self, node: Node | None) -> Ssh:
         keys = {"key": False, "known_hosts": False, "connect_timeout": False,

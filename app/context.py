@@ -19,7 +19,8 @@ class Context:
 
     def secrets(self) -> tuple[str, ...]:
         """Every secret value to mask in logs, statuses and answers."""
-        return self.config.secrets() + tuple(token for _, token in self.settings.api_tokens)
+        return (self.config.secrets() + tuple(token for _, token in self.settings.api_tokens)
+                + self.settings.aws_secrets)
 
 
 def load(settings: Settings | None = None) -> Context:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 # The single CONVEYOR_API_TOKEN's name in the audit log (SPEC §2).
 ADMIN = "admin"
+# What boto3 takes from the environment that must never be shown.
+AWS_SECRETS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 _TOKEN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 
 
@@ -30,6 +32,8 @@ class Settings:
     # (name, token) of every API token: CONVEYOR_API_TOKEN as `admin`, then
     # CONVEYOR_API_TOKENS (`alice:<token>,ci:<token>`).
     api_tokens: tuple[tuple[str, str], ...] = ()
+    # The AWS secrets boto3 reads from the environment (artifacts.store: s3), to mask.
+    aws_secrets: tuple[str, ...] = ()
     # CONVEYOR_METRICS_TOKEN: when set, /metrics asks for it as a bearer token.
     metrics_token: str | None = None
 
@@ -47,6 +51,7 @@ class Settings:
             api_token=api_token,
             secret_key=env.get("CONVEYOR_SECRET_KEY") or None,
             api_tokens=named_tokens(api_token, env.get("CONVEYOR_API_TOKENS") or ""),
+            aws_secrets=tuple(filter(None, (env.get(name) for name in AWS_SECRETS))),
             metrics_token=env.get("CONVEYOR_METRICS_TOKEN") or None,
         )
 

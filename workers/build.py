@@ -7,7 +7,6 @@ from the pipeline file (the operator's own text) and run with a scrubbed environ
 
 from __future__ import annotations
 
-import fcntl
 import gzip
 import hashlib
 import io
@@ -21,15 +20,15 @@ import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 from app import pipeline
 from app.config import Ssh
 from app.context import Context
-from workers import context
-from workers.git import GitError, git_env, mirror_path, read
+from workers import artifacts, context, mirrors
+from workers.git import GitError, git_env, read
 from workers.recovery import alive
 
 _SHA = re.compile(r"^[0-9a-f]{40}$")
@@ -74,6 +73,7 @@ def _build(ctx: Context, build_id: int) -> None:
         artifact = pack(workspace, order.project.build.artifact,
                         ctx.settings.data_dir / "artifacts" / order.project.name,
                         manifest(order, committed))
+        artifact = stored(ctx, order.project.name, artifact, say)
         failed = False
     except BuildError as exc:
         say(f"build failed: {exc}")
@@ -97,10 +97,21 @@ def _build(ctx: Context, build_id: int) -> None:
     prune_artifacts(ctx, order.project.name)
 
 
+def stored(ctx: Context, project: str, artifact: pipeline.Artifact,
+           say: Callable[[str], None]) -> pipeline.Artifact:
+    """The packed artifact put where `artifacts.store` says (s3: uploaded, and recorded by
+    its URL); a failed upload fails the build and leaves no file behind."""
+    try:
+        return artifacts.keep(ctx, project, artifact, say)
+    except artifacts.StoreError as exc:
+        Path(artifact.path).unlink(missing_ok=True)
+        raise BuildError(str(exc)) from None
+
+
 def prune_artifacts(ctx: Context, project: str) -> None:
-    """Delete the artifacts the pipeline no longer keeps (it forgets them first)."""
-    for path in pipeline.release_artifacts(ctx, project):
-        Path(path).unlink(missing_ok=True)
+    """Delete the artifacts the pipeline no longer keeps (it forgets them first): files
+    here, objects in the bucket."""
+    artifacts.forget(ctx, pipeline.release_artifacts(ctx, project))
 
 
 class BuildLog:
@@ -162,37 +173,13 @@ def update_mirror(data_dir: Path, project: str, clone_url: str,
                   ssh: Ssh | None = None, allow_file: bool = False) -> Path:
     """The project's bare mirror, holding `sha` (or every branch and tag when no sha is
     given); one build at a time touches it. Only what is missing is fetched; from a path
-    only when `allow_file` (the pipeline file's clone_url is one)."""
-    mirror = mirror_path(data_dir, project)
-    mirror.parent.mkdir(parents=True, exist_ok=True)
-    env = git_env(ssh, origin=clone_url, allow_file=allow_file)
-    shown = pipeline.without_credentials(clone_url)
-    with _file_lock(mirror.with_suffix(".lock")):
-        if not (mirror / "HEAD").exists():
-            shutil.rmtree(mirror, ignore_errors=True)
-            git("init", "--quiet", "--bare", str(mirror))
-            git("config", "remote.origin.url", shown, cwd=mirror)
-            for refspec in MIRROR_REFSPECS:
-                git("config", "--add", "remote.origin.fetch", refspec, cwd=mirror)
-        if sha is not None and _has_commit(mirror, sha):
-            return mirror
-        say(f"fetching from {shown}")
-        if sha is not None and _SHA.match(sha):
-            try:  # just that commit and its history, where the server allows it
-                git("fetch", "--quiet", "--no-tags", "origin", "--end-of-options", sha,
-                    cwd=mirror, env=env)
-                return mirror
-            except BuildError:
-                pass
-        git("fetch", "--quiet", "--prune", "origin", cwd=mirror, env=env)
-    return mirror
-
-
-# Branches and tags, and the heads of pull requests (GitHub, Gitea) and merge requests
-# (GitLab), so that a fork's commit is found where the forge refuses fetching by commit id.
-MIRROR_REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*",
-                   "+refs/pull/*/head:refs/pull/*/head",
-                   "+refs/merge-requests/*/head:refs/merge-requests/*/head")
+    only when `allow_file` (the pipeline file's clone_url is one). See `workers.mirrors`."""
+    try:
+        return mirrors.update(data_dir, project, clone_url, say,
+                              shas=() if sha is None else (sha,), ssh=ssh,
+                              allow_file=allow_file)
+    except GitError as exc:
+        raise BuildError(str(exc)) from None
 
 
 def _has_commit(mirror: Path, sha: str) -> bool:
@@ -219,13 +206,6 @@ def checkout(mirror: Path, sha: str, workspace: Path) -> None:
 def commit_time(mirror: Path, sha: str) -> int:
     """The commit's timestamp: the fixed mtime of every artifact entry."""
     return int(git("show", "-s", "--format=%ct", "--end-of-options", sha, cwd=mirror).strip())
-
-
-@contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
 
 
 # -- commands -------------------------------------------------------------------------------

@@ -80,7 +80,7 @@ def fetch_for_changes(mirror: Path, clone_url: str, ssh: Ssh | None, before: str
 
 @contextmanager
 def _mirror_lock(mirror: Path) -> Iterator[None]:
-    """The lock `workers.build.update_mirror` takes: one process changes the mirror at once."""
+    """The lock `workers.mirrors.lock` takes: one process changes the mirror at once."""
     with open(mirror.with_suffix(".lock"), "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield

@@ -18,8 +18,8 @@ from app import pipeline
 from app.context import Context
 from app.report import ReportError
 from app.report.chat import MAX_COMMITS, Commit, RateLimited, message_body, post_message
-from workers import context
-from workers.git import GitError, mirror_path, read
+from workers import context, mirrors
+from workers.git import GitError, read
 
 log = logging.getLogger(__name__)
 GATE_MS = 1000
@@ -62,7 +62,8 @@ def take_turn(redis: Redis, url: str) -> bool:
 
 def compose(ctx: Context, facts: pipeline.ChatFacts) -> dict[str, object]:
     """The message body: the facts, and the commit's words and added commits from the mirror."""
-    mirror = mirror_path(ctx.settings.data_dir, facts.project)
+    # A worker that built nothing fetches the commits into its own mirror first.
+    mirror = mirrors.holding(ctx, facts.project, [facts.sha, facts.live_sha or ""])
     head = commit(mirror, facts.sha) or Commit(facts.sha, "")
     added, more = added_commits(mirror, facts.live_sha, facts.sha)
     return message_body(facts.event, facts.project, facts.environment, head, facts.link,

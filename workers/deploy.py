@@ -8,6 +8,7 @@ it (`workers.deployer`), recording its end whatever happens.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -19,9 +20,10 @@ from redis.lock import Lock
 
 from app import metrics, pipeline
 from app.context import Context
-from workers import abandoned, changes, context, git
+from workers import abandoned, artifacts, changes, context, mirrors
 from workers.deployer import Deployer, persist
 
+log = logging.getLogger(__name__)
 LOCK_TTL = 60            # a dead worker's lock is free again after this many seconds
 LOCK_HEARTBEAT = 15      # the live holder renews it this often
 LOCK_WAIT_MEMORY = 7 * 24 * 3600  # when a deployment first waited, for the lock-wait metric
@@ -88,13 +90,17 @@ def _take_turn(ctx: Context, project: str, environment: str) -> int | None:
     if not found.candidates:
         return None
     shas = {c.sha for c in found.candidates} | ({found.live_sha} if found.live_sha else set())
-    mirror = git.mirror_path(ctx.settings.data_dir, project)
-    ancestors = changes.ancestry(mirror, sorted(shas)) if len(shas) > 1 else set()
+    ancestors: set[tuple[str, str]] = set()
+    if len(shas) > 1:  # a worker that built nothing fetches the commits into its own mirror
+        ancestors = changes.ancestry(mirrors.holding(ctx, project, shas), sorted(shas))
     return pipeline.take_turn(ctx, project, environment, found, ancestors)
 
 
 def _deploy(ctx: Context, deployment_id: int, lock_lost: threading.Event) -> None:
     order = pipeline.start_deployment(ctx, deployment_id)
+    if order is None:
+        return
+    order = local_artifact(ctx, order)
     if order is None:
         return
     deployer = Deployer(ctx, order, lock_lost)
@@ -106,6 +112,36 @@ def _deploy(ctx: Context, deployment_id: int, lock_lost: threading.Event) -> Non
             ctx, deployment_id, "error", f"{reason}; {deployer.undone or 'nothing switched'}"))
         raise
     pipeline.finish_deployment(ctx, deployment_id, state, error)
+    try:
+        artifacts.prune_cache(ctx, order.project.name)
+    except Exception:  # the deployment is recorded; the next one prunes again
+        log.warning("pruning the artifact cache of %s failed", order.project.name,
+                    exc_info=True)
+
+
+def local_artifact(ctx: Context, order: pipeline.DeploymentOrder
+                   ) -> pipeline.DeploymentOrder | None:
+    """The order with its artifact as a file on this machine (`artifacts.store` s3: this
+    worker's verified copy, fetched once); None when it cannot be had and the deployment
+    ended for it, with no host touched. A rollback or retry goes on without it: its hosts
+    may hold the release already (a host that does not fails as the artifact gone)."""
+    def say(line: str) -> None:
+        pipeline.log(ctx, line, deployment_id=order.deployment_id)
+
+    try:
+        return artifacts.on_this_machine(ctx, order, say)
+    except artifacts.StoreError as exc:
+        if order.existing_release:
+            say(str(exc))
+            return order
+        pipeline.finish_deployment(ctx, order.deployment_id, "failed",
+                                   f"{exc}; no host changed")
+        return None
+    except BaseException as stop:  # the RQ timeout too: recorded, then RQ sees it
+        reason = (f"interrupted by {type(stop).__name__} while fetching the artifact;"
+                  " nothing switched")
+        persist(lambda: pipeline.finish_deployment(ctx, order.deployment_id, "error", reason))
+        raise
 
 
 @contextmanager

@@ -11,6 +11,7 @@ from app.pipeline.builds import (
     BuildOrder,
     enqueue_build,
     finish_build,
+    kept_artifacts,
     release_artifacts,
     start_build,
 )
@@ -127,6 +128,7 @@ __all__ = [
     "finish_deployment",
     "forge_project",
     "is_local_url",
+    "kept_artifacts",
     "known_clone_url",
     "last_good_release",
     "lock_name",

@@ -146,6 +146,14 @@ def finish_build(ctx: Context, build_id: int, *, artifact: Artifact | None = Non
         enqueue_deployment(ctx, deployment)
 
 
+def kept_artifacts(ctx: Context, project_name: str) -> set[str]:
+    """The sha256 of every artifact of the project the history still keeps."""
+    with ctx.db.session() as session:
+        return set(session.scalars(select(Build.artifact_sha256).where(
+            Build.project == project_name, Build.artifact_path.is_not(None),
+            Build.artifact_sha256.is_not(None))))
+
+
 def release_artifacts(ctx: Context, project_name: str) -> list[str]:
     """Forget the artifacts the project no longer keeps; return their files to delete.
 

@@ -134,9 +134,10 @@ def rollback(ctx: Context, project: str, environment: str, *, by: str = CLI,
             ((r.release_id, r.live_at is not None, r.bad) for r in releases), live)
         chosen = next((r for r in releases if r.release_id == target), None)
         if chosen is None:
-            what = f"release {release}" if release else "a good release before the live one"
+            what = (f"has no release {release}" if release else
+                    "has no good release before the live one")
             raise OperationError(409 if not release else 404,
-                                 f"{environment} has no {what} to roll back to")
+                                 f"{environment} {what} to roll back to")
         if chosen.bad:
             raise OperationError(409, f"release {target} is marked bad ({chosen.bad_reason});"
                                       " deploy its commit with --sha to run it again")

@@ -1,10 +1,7 @@
 """What the dashboard reads from the history: plain values for the templates, read in one
 short session each, so that a page never holds a database connection while it renders.
 
-`dora` and `audit` answer empty for now: the figures and the audit log are written by
-`app/dora.py` and `app/queries.py` (issue 11, in parallel). TODO(integrator): once they are
-merged, make `dora` return `app.dora`'s figures and `audit` the audit log's entries, in the
-shapes documented below (the templates already show them).
+The DORA panel reads `app.dora`'s figures; a deployment page, its entries of the audit log.
 """
 
 from __future__ import annotations
@@ -15,8 +12,9 @@ from typing import Any
 
 from sqlalchemy import select
 
+from app import dora as dora_figures
 from app.context import Context
-from app.models import Build, Deployment, DeploymentHost, HostRelease, Release
+from app.models import AuditEntry, Build, Deployment, DeploymentHost, HostRelease, Release
 from app.pipeline.deployments import live_deployment
 
 RECENT = 25
@@ -182,24 +180,27 @@ def build(ctx: Context, build_id: int) -> BuildRow | None:
 
 def dora(ctx: Context, project: str | None = None, environment: str | None = None,
          days: int = 30) -> list[dict[str, Any]]:
-    """DORA figures per project and environment over `days`: each a dict with `project`,
-    `environment`, `deployment_frequency` (per day), `lead_time` (seconds, median),
-    `change_failure_rate` (0..1) and `time_to_restore` (seconds, median; None if none).
+    """DORA figures (`app.dora`) of each environment that had a deployment in the last
+    `days`: each a dict with `project`, `environment`, `deployment_frequency` (per day),
+    `lead_time` (seconds, median), `change_failure_rate` (0..1) and `time_to_restore`
+    (seconds, median); None where nothing was measured."""
+    answer = dora_figures.dora(ctx, project=project, environment=environment, days=days)
+    return [{"project": f["project"], "environment": f["environment"],
+             "deployment_frequency": f["deployment_frequency"],
+             "lead_time": f["lead_time_seconds"],
+             "change_failure_rate": f["change_failure_rate"],
+             "time_to_restore": f["time_to_restore_seconds"]}
+            for f in answer["environments"] if f["deployments"] or f["changes"]]
 
-    TODO(integrator): return `app.dora`'s figures once app/dora.py is merged; empty until
-    then (the panel says there are no figures yet)."""
-    return []
 
-
-def audit(ctx: Context, deployment_id: int | None = None,
-          limit: int = 50) -> list[dict[str, Any]]:
-    """Who did what to a deployment, newest first: each a dict with `at` (datetime), `who`,
-    `action` and `detail`.
-
-    TODO(integrator): return the audit log's entries (app/queries.py, `GET /api/audit`) once
-    merged; until then the page shows what the deployment row holds (requested_by,
-    approved_by)."""
-    return []
+def audit(ctx: Context, deployment_id: int, limit: int = 50) -> list[dict[str, Any]]:
+    """Who did what to a deployment (the audit log), newest first: each a dict with `at`
+    (datetime), `who`, `action` and `detail`."""
+    with ctx.db.session() as session:
+        entries = session.scalars(select(AuditEntry).filter_by(deployment_id=deployment_id)
+                                  .order_by(AuditEntry.id.desc()).limit(limit))
+        return [{"at": e.at, "who": e.by, "action": e.action, "detail": e.detail}
+                for e in entries]
 
 
 def _hosts_live(session, project: str, environment: str,  # type: ignore[no-untyped-def]

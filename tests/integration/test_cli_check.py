@@ -55,3 +55,15 @@ def test_the_plan_says_which_chat_events_go_where(tmp_path: Path) -> None:
     result = check(config, EXAMPLE_WEBHOOK_SECRET="example-webhook-secret")
     assert result.returncode == 0, result.stderr
     assert "  chat: 2 webhook(s) on started, failed, awaiting_approval\n" in result.stdout
+
+
+def test_the_plan_says_where_artifacts_live(tmp_path: Path) -> None:
+    assert "artifacts: local (the build worker's data dir" in check(
+        EXAMPLE, EXAMPLE_WEBHOOK_SECRET="example-webhook-secret").stdout
+    config = tmp_path / "conveyor.yml"
+    config.write_text("artifacts:\n  store: s3\n  s3: {bucket: conveyor-artifacts, prefix: shop/,"
+                      " endpoint_url: 'https://minio.example.com'}\n" + EXAMPLE.read_text())
+    result = check(config, EXAMPLE_WEBHOOK_SECRET="example-webhook-secret")
+    assert result.returncode == 0, result.stderr
+    assert ("artifacts: s3://conveyor-artifacts/shop/ at https://minio.example.com"
+            " (credentials from AWS_*)\n") in result.stdout

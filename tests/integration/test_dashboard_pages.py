@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -154,11 +155,15 @@ def test_operations_record_the_signed_in_tokens_name_and_say_why_not(
     assert "only a failed deployment can be retried" in retry.get_data(as_text=True)
     rollback = client.post("/projects/shop/environments/staging/rollback",
                            data={"csrf_token": csrf}, follow_redirects=True)
-    assert "staging has no a good release before the live one to roll back to" in \
+    assert "staging has no good release before the live one to roll back to" in \
         rollback.get_data(as_text=True)
     cancel = client.post(f"/deployments/{deployment_id}/cancel", data={"csrf_token": csrf})
     assert cancel.status_code == 303
     assert state_of(ctx, deployment_id)[0] == "canceled"
+    # The deployment's page shows who did what (the audit log), newest first.
+    page = client.get(f"/deployments/{deployment_id}").get_data(as_text=True)
+    audit = page[page.index('id="audit"'):]
+    assert re.search(r"alice</td><td>cancel.*alice</td><td>approve", audit, re.S), audit
 
 
 def test_secrets_are_never_shown(client: FlaskClient, ctx: Context) -> None:
@@ -248,3 +253,22 @@ def test_a_build_page_shows_its_state_artifact_deployments_and_log(
     assert 'data-state="succeeded"' in page and "ffffffffffff</code> 2048 bytes" in page
     assert f'href="/deployments/{deployment_id}"' in page
     assert '<span class="line">$ make dist</span>' in page and "data-stream" not in page
+
+
+def test_the_dora_panel_shows_each_environment_that_deployed(
+        client: FlaskClient, ctx: Context) -> None:
+    sign_in(client)
+    assert "No figures yet." in client.get("/").get_data(as_text=True)
+    deployment_id = awaiting(ctx)
+    with ctx.db.session() as session:
+        deployment = session.get(Deployment, deployment_id)
+        deployment.state, deployment.release_id = "succeeded", "20261205T120000Z-aaaaaaa"
+        deployment.started_at = deployment.finished_at = utcnow()
+        deployment.build.committed_at = utcnow() - timedelta(minutes=30)
+
+    page = client.get("/").get_data(as_text=True)
+    panel = page[page.index('id="dora"'):]
+    assert "No figures yet." not in panel
+    # One succeeded deployment in 30 days, 30 min from commit to live, no failure.
+    assert re.search(r"shop / production</td>\s*<td>0\.03</td>\s*<td>30 min</td>"
+                     r"\s*<td>0%</td>\s*<td>—</td>", panel), panel
