@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 import psycopg  # noqa: E402
 
-from app.cli import _gunicorn_argv  # noqa: E402
+from app.cli.processes import gunicorn_argv as _gunicorn_argv  # noqa: E402
 from tests.support.services import free_port, postgres_database, wait_for_http  # noqa: E402
 
 SECRET = "bench-webhook-secret"

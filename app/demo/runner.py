@@ -304,8 +304,9 @@ class Demo:
         """Approve `item` through the API (--exit), or say how to."""
         url = f"{self.layout.web_url}/api/deployments/{item.id}/approve"
         if not self.exit_when_live:
-            say(f"Approve {item.environment} in the dashboard, or:\n  curl -X POST -H"
-                f" 'Authorization: Bearer {self.token}' {url}")
+            say(f"Approve {item.environment} in the dashboard, or:\n  CONVEYOR_URL="
+                f"{self.layout.web_url} CONVEYOR_API_TOKEN={self.token} conveyor approve"
+                f" {item.id}")
             return
         answer = self.api.post(url, timeout=30)
         if answer.status_code != 202:

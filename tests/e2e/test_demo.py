@@ -183,12 +183,16 @@ def test_demo_waits_for_a_person_to_approve_and_ctrl_c_stops_everything(
         out.expect(r"^==> production: deployment 2 of \w+ awaiting approval$")
         token = out.expect(r"^API token: +(\S+)$")[1]
         production = out.expect(r"^Production: +(http://\S+)$")[1]
-        approve = out.expect(r"curl -X POST -H 'Authorization: Bearer \S+' (http://\S+)$")[1]
+        url, given, deployment = out.expect(
+            r"CONVEYOR_URL=(\S+) CONVEYOR_API_TOKEN=(\S+) conveyor approve (\d+)$").groups()
+        assert given == token
         out.expect(r"^Press Ctrl-C to stop the demo")
 
-        answer = requests.post(approve, headers={"Authorization": f"Bearer {token}"},
-                               timeout=30)
-        assert answer.status_code == 202, answer.text
+        # The command the demo printed, as the operator would paste it.
+        approved = subprocess.run(
+            [sys.executable, "-m", "app.cli", "approve", deployment], capture_output=True,
+            text=True, timeout=60, env=_env(CONVEYOR_URL=url, CONVEYOR_API_TOKEN=given))
+        assert approved.returncode == 0, approved.stderr
         out.expect(r"^==> production: deployment 2 of \w+ succeeded: release (\S+) is live")
         assert requests.get(production, timeout=5).text.startswith(
             "Hello from production: release ")

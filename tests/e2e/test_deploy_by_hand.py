@@ -1,19 +1,19 @@
-"""A deployment asked for by hand, end to end: `conveyor deploy` (a real process) queues the
-build and the deployment, real RQ workers build the branch head once and roll it out to every
-host in batches behind a health check; a release whose health check fails is rolled back."""
+"""A deployment asked for by hand, end to end: `conveyor deploy --wait --json` (a real
+process) resolves the branch head and asks the API, real RQ workers build it once and roll
+it out to every host in batches behind a health check while the command follows; a release
+whose health check fails is rolled back, and the command exits 1."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import redis
-import requests
 
 from tests.support import conveyor
 from tests.support.gitrepo import GitRepo
@@ -41,7 +41,7 @@ projects:
 """
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(360)
 def test_conveyor_deploy_builds_rolls_out_and_rolls_back_a_failing_release(
         tmp_path: Path, database_url: str, redis_url: str, redis_db: redis.Redis,
         ssh_fleet: Callable[[int], SshFleet], git_repo: GitRepo) -> None:
@@ -54,7 +54,7 @@ def test_conveyor_deploy_builds_rolls_out_and_rolls_back_a_failing_release(
     logs = tmp_path / "logs"
 
     with conveyor_processes(env, logs) as web:
-        first = deploy_by_hand(env, web)
+        first = deploy_by_hand(env, web, status=0)
         assert first["state"] == "succeeded", (first, read_logs(logs))
         assert first["sha"] == good
         release = first["release"]
@@ -62,7 +62,7 @@ def test_conveyor_deploy_builds_rolls_out_and_rolls_back_a_failing_release(
             assert os.readlink(host.root / "current") == f"releases/{release}"
 
         bad = git_repo.commit({"app.txt": "broken\n"}, message="Bad")
-        second = deploy_by_hand(env, web)
+        second = deploy_by_hand(env, web, status=1)
         assert (second["state"], second["sha"]) == ("failed", bad), second
         assert "health check failed" in second["error"]
         assert [(h["state"], h["release"]) for h in second["hosts"]] == [
@@ -73,19 +73,11 @@ def test_conveyor_deploy_builds_rolls_out_and_rolls_back_a_failing_release(
         assert (host.root / "current/dist/app.txt").read_text() == "healthy\n"
 
 
-def deploy_by_hand(env: dict[str, str], web: str) -> dict:
-    """Run `conveyor deploy shop staging` and wait for the deployment it queued to end."""
-    done = subprocess.run([sys.executable, "-m", "app.cli", "deploy", "shop", "staging"],
-                          env={**os.environ, **env}, capture_output=True, text=True,
-                          timeout=60, check=False)
-    assert done.returncode == 0, done.stderr
-    deployment_id = int(done.stdout.split()[1])
-    headers = {"Authorization": f"Bearer {conveyor.API_TOKEN}"}
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        found = requests.get(f"{web}/api/deployments/{deployment_id}", headers=headers,
-                             timeout=10).json()
-        if found["state"] not in ("queued", "running"):
-            return found
-        time.sleep(0.2)  # the API has no event to wait on for a deployment's end
-    raise AssertionError(f"deployment {deployment_id} did not end within 90 s")
+def deploy_by_hand(env: dict[str, str], web: str, *, status: int) -> dict:
+    """Run `conveyor deploy shop staging --wait --json`: it exits once the deployment has
+    ended, with `status`, and prints the deployment as the API has it."""
+    done = subprocess.run([sys.executable, "-m", "app.cli", "deploy", "shop", "staging",
+                           "--wait", "--json"], env={**os.environ, **env, "CONVEYOR_URL": web},
+                          capture_output=True, text=True, timeout=150, check=False)
+    assert (done.returncode, done.stderr) == (status, ""), done
+    return json.loads(done.stdout)

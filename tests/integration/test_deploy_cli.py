@@ -1,9 +1,10 @@
-"""`conveyor deploy` (by hand, and --plan) and `conveyor hosts check|trust`, over real sshd
-hosts, a real git repository, Redis and the history database."""
+"""`conveyor deploy` (by hand through the API, and --plan) and `conveyor hosts check|trust`,
+over real sshd hosts, a real git repository, Redis, the history database and the app served
+by a real HTTP server."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,9 +13,10 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 from sqlalchemy import select
 
-from app import cli, pipeline
+from app import cli, create_app, pipeline
 from app.context import Context
 from app.models import Build, Deployment
+from tests.support.api_server import serving
 from tests.support.gitrepo import GitRepo
 from tests.support.sshd import SshFleet
 from workers import build, deploy
@@ -57,7 +59,8 @@ class Setup:
 
 @pytest.fixture
 def setup(tmp_path: Path, database_url: str, ssh_fleet: Callable[[int], SshFleet],
-          git_repo: GitRepo, worker_context: Callable[..., Context]) -> Setup:
+          git_repo: GitRepo, worker_context: Callable[..., Context],
+          monkeypatch: pytest.MonkeyPatch) -> Iterator[Setup]:
     fleet = ssh_fleet(2)
     git_repo.commit({"app.txt": "from git\n"}, message="Add the app")
     known_hosts = tmp_path / "known_hosts"
@@ -69,7 +72,9 @@ def setup(tmp_path: Path, database_url: str, ssh_fleet: Callable[[int], SshFleet
     for host in fleet.hosts:
         (host.root / "shared").mkdir()
         (host.root / "shared/.env").write_text("A=1\n")
-    return Setup(ctx, fleet, git_repo, known_hosts)
+    with serving(create_app(context=ctx)) as url:  # the API that `deploy` asks
+        monkeypatch.setenv("CONVEYOR_URL", url)
+        yield Setup(ctx, fleet, git_repo, known_hosts)
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -93,8 +98,9 @@ def test_deploy_by_hand_builds_the_branch_head_once_and_deploys_it(
     assert (made.sha, made.ref, made.state, made.trigger[:7]) == \
         (head, "refs/heads/main", "queued", "manual:")
     assert (built.sha, built.state) == (head, "queued")
+    assert (made.requested_by, made.approved_by) == ("admin", None)  # the API's token
     assert out.strip() == (f"deployment {made.id} of shop to staging queued: commit"
-                           f" {head[:12]} (refs/heads/main), build {built.id} (queued)")
+                           f" {head[:12]} (refs/heads/main), build {built.id}")
     assert queued(setup.ctx, "builds") == [f"build-{built.id}-{built.attempt}"]
 
     build.run(built.id)  # the jobs RQ would run, in turn

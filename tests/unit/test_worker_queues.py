@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.cli import _worker_argvs
+from app.cli.processes import worker_argvs as _worker_argvs
 
 
 def queues(argv: list[str]) -> list[str]:
