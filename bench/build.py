@@ -1,7 +1,8 @@
 """Pack a 200 MB folder of mixed files into Conveyor's artifact and compare with `tar -czf`.
 
 Both run in this process group on the same folder, in turns, three times each; the medians
-and their ratio are printed (target: Conveyor at most 0.5 times tar -czf, its gzip members compressed in parallel). Not part of the test run:
+and their ratio are printed (target: Conveyor at most 0.5 times tar -czf, its gzip members
+compressed in parallel). Not part of the test run:
 
     python bench/build.py [--size-mb 200] [--runs 3]
 """
