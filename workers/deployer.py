@@ -234,6 +234,8 @@ class Deployer:
         artifact is to be sent instead: no list of files in the artifact, nothing live on
         the host, too much changed, or the assembled release did not match the list."""
         assert host_run.link is not None
+        if not host_run.previous:  # a new host: nothing to build on
+            return None
         source = self._delta_source()
         if source is None:
             return None

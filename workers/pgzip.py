@@ -4,6 +4,8 @@ A file of several members is a valid gzip file (RFC 1952 §2.2): plain `gzip -d`
 `tar xzf` read it as one stream. The blocks are cut at fixed offsets and each member's
 header is fixed (no name, mtime 0), so the same input gives the same bytes whatever the
 number of threads. zlib releases the GIL while it deflates, so threads are enough.
+(Python's own `tarfile` mode "r|gz" reads only the first member: read with "r:gz", which
+goes through `gzip.GzipFile`.)
 """
 
 from __future__ import annotations
@@ -18,16 +20,26 @@ from typing import BinaryIO
 
 BLOCK = 1 << 20  # 1 MiB per member: a ratio within 0.1 % of one stream's
 LEVEL = 6  # gzip's default, as `tar -czf`
+_PROBE = 1 << 16
 # ID1 ID2 CM FLG, MTIME 0, XFL 0, OS 255 (unknown): the same bytes on every machine.
 _HEADER = b"\x1f\x8b\x08\x00" + b"\x00\x00\x00\x00" + b"\x00\xff"
 
 
 def member(data: bytes, level: int = LEVEL) -> bytes:
-    """One whole gzip member holding `data`."""
+    """One whole gzip member holding `data`; a block that does not compress (its first
+    64 KiB shrink by less than 3 % at level 1: images, archives) is stored, which is
+    smaller than deflating it and dozens of times faster."""
+    if level and _incompressible(data):
+        level = 0
     deflate = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
     body = deflate.compress(data) + deflate.flush()
     trailer = struct.pack("<II", zlib.crc32(data) & 0xFFFFFFFF, len(data) & 0xFFFFFFFF)
     return _HEADER + body + trailer
+
+
+def _incompressible(data: bytes) -> bool:
+    sample = data[:_PROBE]
+    return len(sample) >= 4096 and len(zlib.compress(sample, 1)) > 0.97 * len(sample)
 
 
 class ParallelGzipWriter(io.RawIOBase):

@@ -60,3 +60,10 @@ def test_a_tar_written_through_it_unpacks_with_tar_xzf(tmp_path: Path) -> None:
     subprocess.run(["tar", "xzf", str(tmp_path / "a.tar.gz"), "-C", str(tmp_path / "out")],
                    check=True)
     assert {name: (tmp_path / "out" / name).read_bytes() for name in files} == files
+
+
+def test_a_block_that_does_not_compress_is_stored_and_reads_back() -> None:
+    noise = random.Random(5).randbytes(200_000)
+    packed = _compress(noise, block=100_000)
+    assert gzip.decompress(packed) == noise
+    assert len(packed) < len(noise) + 200  # stored: a few bytes of framing per block
