@@ -29,8 +29,9 @@ from app.config import Ssh
 from app.context import Context
 from workers import context
 from workers import manifest as files_list
+from workers.delta import index_path
 from workers.git import GitError, git_env, mirror_path, read
-from workers.pgzip import ParallelGzipWriter
+from workers.pgzip import BLOCK, ParallelGzipWriter
 from workers.recovery import alive
 
 _SHA = re.compile(r"^[0-9a-f]{40}$")
@@ -100,6 +101,7 @@ def prune_artifacts(ctx: Context, project: str) -> None:
     """Delete the artifacts the pipeline no longer keeps (it forgets them first)."""
     for path in pipeline.release_artifacts(ctx, project):
         Path(path).unlink(missing_ok=True)
+        index_path(Path(path)).unlink(missing_ok=True)
 
 
 class BuildLog:
@@ -309,18 +311,27 @@ def pack(workspace: Path, paths: tuple[str, ...], out_dir: Path,
     out_dir.mkdir(parents=True, exist_ok=True)
     partial = out_dir / f".partial-{os.getpid()}-{threading.get_ident()}.tar.gz"
     digest = hashlib.sha256()
+    spans: dict[str, tuple[int, int]] = {}
     with open(partial, "wb") as raw, _HashingWriter(raw, digest) as hashed, \
             ParallelGzipWriter(hashed) as zipped, \
             tarfile.open(fileobj=zipped, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         if listed is not None:
             _add_bytes(tar, files_list.NAME, listed, mtime)
         for name in entries:
+            start = tar.offset
             _add(tar, workspace, name, mtime)
+            spans[name] = (start, tar.offset)
+        start = tar.offset
         _add_bytes(tar, MANIFEST, data, mtime)
+        spans[MANIFEST] = (start, tar.offset)
     sha256 = digest.hexdigest()
     final = out_dir / f"{sha256}.tar.gz"
     os.replace(partial, final)
+    if listed is not None:
+        index = {"block": BLOCK, "members": zipped.sizes, "files": spans}
+        index_path(final).write_text(json.dumps(index, separators=(",", ":")))
     return pipeline.Artifact(path=str(final), sha256=sha256, size=final.stat().st_size)
+
 
 
 def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mtime: int) -> None:

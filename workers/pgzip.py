@@ -20,15 +20,15 @@ from typing import BinaryIO
 
 BLOCK = 1 << 20  # 1 MiB per member: a ratio within 0.1 % of one stream's
 LEVEL = 6  # gzip's default, as `tar -czf`
-_PROBE = 1 << 16
+_PROBE = 1 << 14
 # ID1 ID2 CM FLG, MTIME 0, XFL 0, OS 255 (unknown): the same bytes on every machine.
 _HEADER = b"\x1f\x8b\x08\x00" + b"\x00\x00\x00\x00" + b"\x00\xff"
 
 
 def member(data: bytes, level: int = LEVEL) -> bytes:
-    """One whole gzip member holding `data`; a block that does not compress (its first
-    64 KiB shrink by less than 3 % at level 1: images, archives) is stored, which is
-    smaller than deflating it and dozens of times faster."""
+    """One whole gzip member holding `data`; a block that does not compress (images,
+    archives: see `_incompressible`) is stored, which is smaller than deflating it and
+    dozens of times faster."""
     if level and _incompressible(data):
         level = 0
     deflate = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
@@ -38,15 +38,28 @@ def member(data: bytes, level: int = LEVEL) -> bytes:
 
 
 def _incompressible(data: bytes) -> bool:
-    sample = data[:_PROBE]
-    return len(sample) >= 4096 and len(zlib.compress(sample, 1)) > 0.97 * len(sample)
+    """Whether every one of four 16 KiB samples shrinks by less than 3 % at level 1 (a block
+    that mixes noise and text is deflated, as it would be whole)."""
+    if len(data) < 4 * _PROBE:
+        return False
+    step = len(data) // 4
+    samples = (data[n * step:n * step + _PROBE] for n in range(4))
+    return all(len(zlib.compress(sample, 1)) > 0.97 * _PROBE for sample in samples)
+
+
+def read_block(source: BinaryIO, offset: int, size: int) -> bytes:
+    """What the member of `size` bytes at `offset` of a file `source` holds."""
+    source.seek(offset)
+    return zlib.decompress(source.read(size), 16 + zlib.MAX_WBITS)
 
 
 class ParallelGzipWriter(io.RawIOBase):
     """A writable stream that gzips what it is given into `target`, blocks in parallel.
 
     Closing it writes what is left (an empty input still makes one valid member); it
-    does not close `target`.
+    does not close `target`. `sizes` then gives each member's compressed length: member
+    k holds bytes k * block to (k + 1) * block of the input, so a reader can inflate
+    just the members a range of the input lies in (`read_block`).
     """
 
     def __init__(self, target: BinaryIO, *, level: int = LEVEL, block: int = BLOCK,
@@ -57,6 +70,7 @@ class ParallelGzipWriter(io.RawIOBase):
         self._pending: deque[Future[bytes]] = deque()
         self._buffer = bytearray()
         self._members = 0
+        self.sizes: list[int] = []  # each member's compressed length, in order
 
     def writable(self) -> bool:
         return True
@@ -89,4 +103,6 @@ class ParallelGzipWriter(io.RawIOBase):
 
     def _drain(self, keep: int) -> None:
         while len(self._pending) > keep or (self._pending and self._pending[0].done()):
-            self._target.write(self._pending.popleft().result())
+            written = self._pending.popleft().result()
+            self._target.write(written)
+            self.sizes.append(len(written))
