@@ -158,6 +158,7 @@ $unsafe"
     fi
     received=$(tar -tf "$delta")
     old=$source_release/.conveyor-files
+    mkdir -p "$path/.conveyor/releases"
     cp -al "$source_release" "$tmp"
     stale=$(tree_listing "$tmp" | compare_tree stale "$files" "$old" "$received" "") \
         || die 3 "the release $from cannot be compared with the list of files"
@@ -209,6 +210,7 @@ unpack() {
         die 4 "the artifact $artifact is refused, nothing was unpacked:
 $unsafe"
     fi
+    mkdir -p "$path/releases" "$path/.conveyor/releases"
     mkdir "$tmp"
     tar -xf "$plain" -C "$tmp" --no-same-owner --no-same-permissions
 }
@@ -241,7 +243,6 @@ made=
 trap cleanup EXIT
 trap 'exit 143' HUP INT TERM
 rm -rf "$tmp"
-mkdir -p "$path/releases" "$path/.conveyor/releases"
 if [ -n "$from" ]; then
     assemble
 else
