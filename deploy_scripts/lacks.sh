@@ -42,5 +42,5 @@ lacking=$(printf '%s\n' "$listing" | compare_tree lacks "$files" "$old" "" "") \
     || die 3 "the list of files $files cannot be read"
 printf 'usable=yes\n'
 if [ -n "$lacking" ]; then
-    printf '%s\n' "$lacking" | sed 's/^/lacks=/'
+    printf '%s\n' "$lacking" | awk '{ print "lacks=" $0 }'
 fi
