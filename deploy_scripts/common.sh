@@ -175,19 +175,20 @@ tree_listing() {
     (cd "$1" && tar --numeric-owner --hard-dereference -cvvf /dev/null .)
 }
 
-# compare_tree MODE FILES OLD RECEIVED SUMS: compare a tree_listing (on stdin)
+# compare_tree MODE FILES OLD RECEIVED SUMS [STALE]: compare a tree_listing (on stdin)
 # with the list of files FILES (see workers/manifest.py), where OLD is the list
 # of the release the tree came from, RECEIVED the names (one a line) sent anew
 # and SUMS their `sha256sum` lines. A file of FILES is held when OLD lists it
 # the same and the tree holds a regular file of its size and mode there.
-#   lacks:  print the files of FILES the tree does not hold;
+#   lacks:  print the files of FILES the tree does not hold (and write in the
+#           file STALE what `stale` would print were those the files received);
 #   stale:  print the entries of the tree to remove before the received files
 #           are unpacked: those FILES does not list as they are, those that
 #           will be received, and .conveyor-files;
 #   verify: print each difference between the tree and FILES, and exit 1 when
 #           there is one (each received file's sha256 is checked too).
 compare_tree() {
-    awk -v mode="$1" -v files="$2" -v old="$3" -v received="$4" -v sums="$5" '
+    awk -v mode="$1" -v files="$2" -v old="$3" -v received="$4" -v sums="$5" -v stale="${6-}" '
         function perms(kind, bits) {
             if (kind == "d") return "drwxr-xr-x"
             if (kind == "l") return "lrwxrwxrwx"
@@ -212,19 +213,17 @@ compare_tree() {
             problems = 1
         }
         BEGIN {
-            prefix = "^[^ ]+ [0-9]+/[0-9]+ +[0-9]+ "
-            prefix = prefix "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9] "
-            prefix = prefix "[0-9][0-9]:[0-9][0-9](:[0-9][0-9])? "
             if (!read_list(files, new, "yes")) { print "  the list of files cannot be read"; exit 2 }
             if (old != "" && !read_list(old, before, "")) split("", before)
             count = split(received, names, "\n")
             for (i = 1; i <= count; i++) if (names[i] != "") got[names[i]] = 1
         }
         {
-            if (!match($0, prefix)) { bad($0, "cannot be read in the listing"); next }
-            rest = substr($0, RLENGTH + 1)
-            split($0, field, " ")
-            type = substr($0, 1, 1)
+            # mode owner size date time name [-> target]: plain names hold no space
+            if (NF < 6) { bad($0, "cannot be read in the listing"); next }
+            rest = $6
+            for (i = 7; i <= NF; i++) rest = rest " " $i
+            type = substr($1, 1, 1)
             target = ""
             if (type == "l") {
                 at = index(rest, " -> ")
@@ -234,14 +233,19 @@ compare_tree() {
             sub(/^\.\//, "", rest)
             sub(/\/$/, "", rest)
             if (rest == "" || rest == ".") next
-            if (rest == ".conveyor-files") { if (mode == "stale") print rest; next }
+            if (rest == ".conveyor-files") {
+                if (mode == "stale") print rest
+                if (mode == "lacks" && stale != "") print rest > stale
+                next
+            }
             seen[rest] = 1
-            held = (rest in kind) && substr($0, 1, 10) == perms(kind[rest], bits[rest])
-            if (held && kind[rest] == "f") held = field[3] == size[rest]
+            held = (rest in kind) && $1 == perms(kind[rest], bits[rest])
+            if (held && kind[rest] == "f") held = $3 == size[rest]
             if (held && kind[rest] == "l") held = target == value[rest]
             if (held && kind[rest] == "f" && !(rest in got)) held = before[rest] == new[rest]
             if (mode == "lacks") {
                 if (!held) stale_name[rest] = 1
+                if (!held && stale != "") print rest > stale
             } else if (mode == "stale") {
                 if (!held || (rest in got)) print rest
             } else if (!held) {

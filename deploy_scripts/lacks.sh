@@ -8,7 +8,9 @@
 # list the live release holds (PATH/releases/<live>/.conveyor-files). A file
 # is held when both lists name it with the same sha256, size and mode and the
 # live release holds a regular file of that size and mode there (from stat
-# alone: nothing is read); every other file is lacking. Changes nothing.
+# alone: nothing is read); every other file is lacking. Writes, for prepare.sh,
+# PATH/.conveyor/artifacts/SHA256.stale: the entries of the live release that
+# the new one does not hold as they are (removed from its hard-linked copy).
 # Prints on stdout:
 #   previous=<release id live now, or empty>
 #   usable=yes|no        (no: no live release, or it has no list of files;
@@ -38,8 +40,11 @@ listing=$(tree_listing "$release") || {
     printf 'usable=no\n'
     exit 0
 }
-lacking=$(printf '%s\n' "$listing" | compare_tree lacks "$files" "$old" "" "") \
+stale=$path/.conveyor/artifacts/$sha256.stale
+lacking=$(printf '%s\n' "$listing" | compare_tree lacks "$files" "$old" "" "" "$stale.part") \
     || die 3 "the list of files $files cannot be read"
+: >>"$stale.part"
+mv -f "$stale.part" "$stale"
 printf 'usable=yes\n'
 if [ -n "$lacking" ]; then
     printf '%s\n' "$lacking" | awk '{ print "lacks=" $0 }'

@@ -160,8 +160,16 @@ $unsafe"
     old=$source_release/.conveyor-files
     mkdir -p "$path/.conveyor/releases"
     cp -al "$source_release" "$tmp"
-    stale=$(tree_listing "$tmp" | compare_tree stale "$files" "$old" "$received" "") \
-        || die 3 "the release $from cannot be compared with the list of files"
+    # What lacks.sh found in FROM moments ago, else a look now; the received files
+    # are removed in any case: a hard link is never written through.
+    if [ -f "$stale_list" ]; then
+        stale=$(cat "$stale_list")
+    else
+        stale=$(tree_listing "$tmp" | compare_tree stale "$files" "$old" "$received" "") \
+            || die 3 "the release $from cannot be compared with the list of files"
+    fi
+    stale="$stale
+$received"
     saved_ifs=$IFS
     IFS='
 '
@@ -219,7 +227,7 @@ $unsafe"
 cleanup() {
     rm -rf "$tmp" "$plain.part"
     if [ -n "$from" ]; then
-        rm -f "$delta" "$files"
+        rm -f "$delta" "$files" "$stale_list"
     fi
     if [ -n "$made" ]; then
         rm -f "$path/.conveyor/releases/$release_id"
@@ -239,6 +247,7 @@ fi
 plain=${artifact%.gz}
 delta=$path/.conveyor/artifacts/$sha256.delta.tar
 files=$path/.conveyor/artifacts/$sha256.files
+stale_list=$path/.conveyor/artifacts/$sha256.stale
 made=
 trap cleanup EXIT
 trap 'exit 143' HUP INT TERM
@@ -258,6 +267,6 @@ run_hooks before_activate "$release"
 made=
 trap - EXIT HUP INT TERM
 if [ -n "$from" ]; then
-    rm -f "$delta" "$files"
+    rm -f "$delta" "$files" "$stale_list"
 fi
 printf 'release=%s\n' "$release_id"
