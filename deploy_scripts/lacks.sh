@@ -13,8 +13,9 @@
 # the new one does not hold as they are (removed from its hard-linked copy).
 # Prints on stdout:
 #   previous=<release id live now, or empty>
-#   usable=yes|no        (no: no live release, or it has no list of files;
-#                         the whole artifact is to be sent)
+#   usable=yes|no        (no: no live release, it has no list of files, or it
+#                         holds a name that is not plain; the whole artifact
+#                         is to be sent)
 #   then, when usable, one line per lacking file: lacks=<name>
 # Exit codes: see common.sh (2 usage, 6 `current` is not Conveyor's, 9 the
 # list of files is not on the host).
@@ -41,8 +42,11 @@ listing=$(tree_listing "$release") || {
     exit 0
 }
 stale=$path/.conveyor/artifacts/$sha256.stale
-lacking=$(printf '%s\n' "$listing" | compare_tree lacks "$files" "$old" "" "" "$stale.part") \
-    || die 3 "the list of files $files cannot be read"
+if ! lacking=$(printf '%s\n' "$listing" | compare_tree lacks "$files" "$old" "" "" "$stale.part"); then
+    rm -f "$stale.part"
+    printf 'usable=no\n'  # a list that cannot be read, or a name that is not plain
+    exit 0
+fi
 : >>"$stale.part"
 mv -f "$stale.part" "$stale"
 printf 'usable=yes\n'

@@ -609,3 +609,16 @@ def test_an_assembled_release_that_does_not_match_its_list_is_refused(
     assert sorted(p.name for p in (root / "releases").iterdir()) == [old]
     assert list((tmp_path / "outside").iterdir()) == []
     assert (root / "releases" / old / "dist/app.txt").read_text() == "one\n"
+
+
+def test_a_live_release_holding_a_name_that_is_not_plain_is_not_built_on(
+    host: LocalTransport, root: Path, tmp_path: Path
+) -> None:
+    first, _ = _listed_artifact(tmp_path, "one\n", 1)
+    old = deploy(host, root, tmp_path, 1, first)
+    (root / "releases" / old / "dist/made by a hook.txt").write_text("x")
+    second, listed = _listed_artifact(tmp_path, "two\n", 2)
+    sha256 = hashlib.sha256(second).hexdigest()
+    _send_list(host, root, tmp_path, sha256, listed)
+    said = remote.parse_lacks(ok(host.run(remote.lacks(str(root), sha256), timeout=TIMEOUT)))
+    assert (said.previous, said.usable, said.names) == (old, False, ())
