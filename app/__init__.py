@@ -22,7 +22,7 @@ WITHOUT_DATABASE = frozenset({"health"})
 
 def create_app(settings: Settings | None = None, context: Context | None = None) -> Flask:
     """The Flask application gunicorn serves (`app:create_app()`)."""
-    from app import api, health
+    from app import api, health, ui
     from app.hooks import routes as hooks
 
     app = Flask(__name__)
@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
     app.register_blueprint(hooks.blueprint)
     app.register_blueprint(api.blueprint)
     app.register_blueprint(health.blueprint)
+    ui.init_app(app, ctx.settings)
     _register_errors(app)
     return app
 
@@ -63,6 +64,10 @@ def _schema_before_request(ctx: Context) -> None:
 def _register_errors(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):  # type: ignore[no-untyped-def]
+        from app import api
+
+        if api.is_api(request.path):  # the API's errors name the status in snake case
+            return api.http_error(exc)
         return jsonify(error=exc.name, detail=exc.description), exc.code
 
     # The forge shows a failed delivery, which can be redelivered once we are back.
@@ -83,4 +88,5 @@ def _register_errors(app: Flask) -> None:
 
 
 def _unavailable(detail: str):  # type: ignore[no-untyped-def]
-    return jsonify(error="service unavailable", detail=detail), 503
+    error = "service_unavailable" if request.path.startswith("/api/") else "service unavailable"
+    return jsonify(error=error, detail=detail), 503

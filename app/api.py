@@ -1,72 +1,156 @@
-"""The JSON API (SPEC §4): every route needs `Authorization: Bearer $CONVEYOR_API_TOKEN`."""
+"""The JSON API (SPEC §4): every route needs `Authorization: Bearer <token>`; errors are
+`{"error": "<status name>", "detail": "<one sentence>"}`. `app/openapi.py` describes it."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from flask import Blueprint, Response, abort, g, jsonify, request
+from flask import Blueprint, Response, abort, current_app, g, jsonify, request
 from sqlalchemy import select
+from werkzeug.exceptions import HTTPException
 
-from app import auth, logs, pipeline
+from app import auth, dora, logs, openapi, pipeline, queries
 from app.context import Context
-from app.models import Build, Delivery, Deployment, DeploymentHost, aware
+from app.models import Build, Deployment
 from app.web import context
 
 blueprint = Blueprint("api", __name__, url_prefix="/api")
-MAX_LIMIT = 500
+MAX_LIMIT = queries.MAX_LIMIT
 _SHA = re.compile(r"[0-9a-f]{40}")
+PAGED = ("limit", "cursor")
+View = TypeVar("View", bound=Callable[..., Any])
+
+
+def accepts(*names: str) -> Callable[[View], View]:
+    """The query parameters a route takes; any other is refused with 400 (a typo never
+    silently widens a list). The OpenAPI document reads them from here."""
+    def mark(view: View) -> View:
+        view.query_params = names  # type: ignore[attr-defined]
+        return view
+    return mark
+
+
+def error(status: int, detail: str):  # type: ignore[no-untyped-def]
+    """An API error answer: the status's name and one sentence."""
+    return jsonify(error=status_name(status), detail=detail), status
+
+
+def status_name(status: int) -> str:
+    """`not_found` for 404: the HTTP status's name, in snake case."""
+    from werkzeug.http import HTTP_STATUS_CODES
+
+    name = HTTP_STATUS_CODES.get(status, "error")
+    return re.sub(r"[^a-z0-9]+", "_", name.lower().replace("'", "")).strip("_")
+
+
+def is_api(path: str) -> bool:
+    """Whether a request path is the API's (its errors are the API's JSON)."""
+    return path == "/api" or path.startswith("/api/")
+
+
+def http_error(exc: HTTPException):  # type: ignore[no-untyped-def]
+    """An HTTP error inside /api, in the API's words (the app's handler calls this). A path
+    or method no route takes is refused like any request first when the token is wrong,
+    so that the API's shape is not told to whoever asks."""
+    code = exc.code or 500
+    refused = _token_refused() if request.url_rule is None else None
+    if refused is not None:
+        return refused
+    if code == 404 and request.url_rule is None:
+        detail = f"no API route {request.path}; see /api/openapi.json"
+    elif code == 405:
+        detail = f"{request.path} does not answer {request.method}"
+    else:
+        detail = exc.description or status_name(code).replace("_", " ")
+    response = error(code, detail)
+    if code == 405 and exc.get_response().headers.get("Allow"):
+        response[0].headers["Allow"] = exc.get_response().headers["Allow"]
+    return response
 
 
 @blueprint.before_request
 def require_token():  # type: ignore[no-untyped-def]
-    settings = context().settings
-    if not auth.enabled(settings):
-        return jsonify(error="the API is not enabled",
-                       detail="set CONVEYOR_API_TOKEN for the web process"), 503
-    g.who = auth.identify(settings, auth.bearer(request.headers.get("Authorization")))
-    if g.who is None:
-        return jsonify(error="unauthorized",
-                       detail="send Authorization: Bearer <CONVEYOR_API_TOKEN>"), 401
+    """Refuse a request without a valid token, or with a query parameter its route does not
+    take; else remember who asks (`g.who`)."""
+    refused = _token_refused()
+    if refused is not None:
+        return refused
+    view = current_app.view_functions.get(request.endpoint or "")
+    unknown = sorted(set(request.args) - set(getattr(view, "query_params", ())))
+    if unknown:
+        return error(400, f"unknown query parameter {unknown[0]!r}")
     return None
 
 
+def _token_refused():  # type: ignore[no-untyped-def]
+    settings = context().settings
+    if not auth.enabled(settings):
+        return error(503, "the API is not enabled: set CONVEYOR_API_TOKEN for the web process")
+    g.who = auth.identify(settings, auth.bearer(request.headers.get("Authorization")))
+    if g.who is None:
+        return error(401, "send Authorization: Bearer <token> with an API token")
+    return None
+
+
+def _page(name: str, page: queries.Page):  # type: ignore[no-untyped-def]
+    return jsonify({name: page.items, "next": page.next})
+
+
+def _paging() -> dict[str, int | None]:
+    try:
+        return {"limit": queries.limit_of(request.args.get("limit")),
+                "cursor": queries.cursor_of(request.args.get("cursor"))}
+    except queries.QueryError as exc:
+        abort(400, str(exc))
+
+
+def _args(*names: str) -> dict[str, str | None]:
+    return {name: request.args.get(name) or None for name in names}
+
+
+@blueprint.get("/projects")
+@accepts()
+def projects():  # type: ignore[no-untyped-def]
+    """Every project, its environments, and the release live on each host since when."""
+    return jsonify(projects=queries.projects(context()))
+
+
 @blueprint.get("/deliveries")
+@accepts("project", "provider", *PAGED)
 def deliveries():  # type: ignore[no-untyped-def]
-    """Every delivery received, refused ones too, newest first (`project`, `provider`, `limit`)."""
-    query = select(Delivery).order_by(Delivery.id.desc()).limit(_limit())
-    for name in ("project", "provider"):
-        if request.args.get(name):
-            query = query.where(getattr(Delivery, name) == request.args[name])
-    with context().db.session() as session:
-        return jsonify(deliveries=[_delivery(d) for d in session.scalars(query)])
+    """Every delivery received, refused ones too, newest first."""
+    return _page("deliveries", queries.deliveries(context(), **_args("project", "provider"),
+                                                  **_paging()))
 
 
 @blueprint.get("/deployments")
+@accepts("project", "environment", "state", *PAGED)
 def deployments():  # type: ignore[no-untyped-def]
-    query = select(Deployment).order_by(Deployment.id.desc()).limit(_limit())
-    for name in ("project", "environment", "state"):
-        if request.args.get(name):
-            query = query.where(getattr(Deployment, name) == request.args[name])
-    with context().db.session() as session:
-        return jsonify(deployments=[_deployment(d) for d in session.scalars(query)])
+    """Deployments, newest first."""
+    return _page("deployments", queries.deployments(
+        context(), **_args("project", "environment", "state"), **_paging()))
 
 
 @blueprint.get("/deployments/<int:deployment_id>")
+@accepts()
 def deployment(deployment_id: int):  # type: ignore[no-untyped-def]
-    with context().db.session() as session:
-        found = session.get(Deployment, deployment_id) or abort(404)
-        return jsonify(_deployment(found, hosts=True))
+    """One deployment: its hosts and their steps, and who asked for what (`audit`)."""
+    found = queries.deployment(context(), deployment_id)
+    if found is None:
+        return error(404, f"there is no deployment {deployment_id}")
+    return jsonify(found)
 
 
 @blueprint.get("/deployments/<int:deployment_id>/log")
+@accepts("after")
 def deployment_log(deployment_id: int):  # type: ignore[no-untyped-def]
     return _log("deployment", deployment_id)
 
 
 @blueprint.post("/deployments/<int:deployment_id>/<any(approve, cancel, retry):action>")
+@accepts()
 def act(deployment_id: int, action: str):  # type: ignore[no-untyped-def]
     """Approve a deployment awaiting approval, cancel one, or retry a failed one."""
     operation = {"approve": pipeline.approve, "cancel": pipeline.cancel,
@@ -75,6 +159,7 @@ def act(deployment_id: int, action: str):  # type: ignore[no-untyped-def]
 
 
 @blueprint.post("/projects/<project>/environments/<environment>/deploy")
+@accepts()
 def deploy(project: str, environment: str):  # type: ignore[no-untyped-def]
     """Deploy a commit by hand: `{"sha"}`, or `{"ref"}` for the commit last pushed to it."""
     body = _body()
@@ -93,6 +178,7 @@ def deploy(project: str, environment: str):  # type: ignore[no-untyped-def]
 
 
 @blueprint.post("/projects/<project>/environments/<environment>/rollback")
+@accepts()
 def rollback(project: str, environment: str):  # type: ignore[no-untyped-def]
     """Roll back to the last good release before the live one, or to `{"release"}`."""
     release = _body().get("release")
@@ -107,10 +193,8 @@ def _operate(operation: Callable[[Context], Deployment]):  # type: ignore[no-unt
     try:
         deployment = operation(ctx)
     except pipeline.OperationError as exc:
-        return jsonify(error=exc.message, detail=None), exc.status
-    with ctx.db.session() as session:
-        found = session.get(Deployment, deployment.id)
-        return jsonify(_deployment(found, hosts=True)), 202
+        return error(exc.status, exc.message)
+    return jsonify(queries.deployment(ctx, deployment.id)), 202
 
 
 def _commit(ctx: Context, project: str, body: dict[str, Any]) -> tuple[str, str]:
@@ -145,14 +229,26 @@ def _who() -> str:
     return g.who
 
 
+@blueprint.get("/builds")
+@accepts("project", "state", "sha", *PAGED)
+def builds():  # type: ignore[no-untyped-def]
+    """Builds, newest first."""
+    return _page("builds", queries.builds(context(), **_args("project", "state", "sha"),
+                                          **_paging()))
+
+
 @blueprint.get("/builds/<int:build_id>")
+@accepts()
 def build(build_id: int):  # type: ignore[no-untyped-def]
-    with context().db.session() as session:
-        found = session.get(Build, build_id) or abort(404)
-        return jsonify(_build(found))
+    """One build: its state, artifact and times."""
+    found = queries.build(context(), build_id)
+    if found is None:
+        return error(404, f"there is no build {build_id}")
+    return jsonify(found)
 
 
 @blueprint.get("/builds/<int:build_id>/log")
+@accepts("after")
 def build_log(build_id: int):  # type: ignore[no-untyped-def]
     return _log("build", build_id)
 
@@ -161,7 +257,7 @@ def _log(kind: logs.Kind, row_id: int):  # type: ignore[no-untyped-def]
     """The log as JSON lines, or followed live with `Accept: text/event-stream`."""
     ctx = context()
     if logs.state(ctx, kind, row_id) is None:
-        abort(404)
+        return error(404, f"there is no {kind} {row_id}")
     after = logs.last_event_id(request.headers.get("Last-Event-ID"), request.args.get("after"))
     if request.accept_mimetypes.best == "text/event-stream":
         secrets = ctx.secrets()
@@ -173,46 +269,34 @@ def _log(kind: logs.Kind, row_id: int):  # type: ignore[no-untyped-def]
                                                                 after=after)])
 
 
-def _limit() -> int:
-    try:
-        return max(1, min(MAX_LIMIT, int(request.args.get("limit", 50))))
-    except ValueError:
-        abort(400, "limit must be a number")
+@blueprint.get("/audit")
+@accepts("project", "environment", *PAGED)
+def audit():  # type: ignore[no-untyped-def]
+    """Who approved, canceled, retried, rolled back or deployed by hand, newest first."""
+    return _page("audit", queries.audit(context(), **_args("project", "environment"),
+                                        **_paging()))
 
 
-def _time(moment: datetime | None) -> str | None:
-    return aware(moment).isoformat() if moment else None
+@blueprint.get("/dora")
+@accepts("project", "environment", "days")
+def dora_figures():  # type: ignore[no-untyped-def]
+    """DORA's four keys per project and environment over the last `days` (default 30)."""
+    ctx = context()
+    project, environment = _args("project", "environment").values()
+    if project and project not in ctx.config.projects:
+        return error(404, f"there is no project {project!r}")
+    if environment and not any(environment in p.environments
+                               for p in ctx.config.projects.values()
+                               if not project or p.name == project):
+        return error(404, f"there is no environment {environment!r}")
+    days = request.args.get("days") or str(dora.DEFAULT_DAYS)
+    if not days.isdigit() or not 1 <= int(days) <= dora.MAX_DAYS:
+        return error(400, f"days must be a whole number from 1 to {dora.MAX_DAYS}")
+    return jsonify(dora.dora(ctx, project=project, environment=environment, days=int(days)))
 
 
-def _delivery(d: Delivery) -> dict[str, Any]:
-    return {"id": d.id, "provider": d.provider, "delivery": d.delivery_id, "event": d.event,
-            "project": d.project, "repository": d.repository, "ref": d.ref, "sha": d.sha,
-            "status_code": d.status_code, "reason": d.reason, "answer": d.answer,
-            "done": d.done, "received_at": _time(d.received_at), "duration_ms": d.duration_ms}
-
-
-def _build(b: Build) -> dict[str, Any]:
-    return {"id": b.id, "project": b.project, "sha": b.sha, "ref": b.ref, "state": b.state,
-            "error": b.error, "artifact": {"sha256": b.artifact_sha256, "size": b.artifact_size}
-            if b.artifact_sha256 else None,
-            "created_at": _time(b.created_at), "started_at": _time(b.started_at),
-            "finished_at": _time(b.finished_at)}
-
-
-def _deployment(d: Deployment, *, hosts: bool = False) -> dict[str, Any]:
-    data = {"id": d.id, "project": d.project, "environment": d.environment, "sha": d.sha,
-            "ref": d.ref, "state": d.state, "kind": d.kind, "build": d.build_id,
-            "release": d.release_id, "error": d.error, "source": d.source_id,
-            "requested_by": d.requested_by, "approved_by": d.approved_by,
-            "approved_at": _time(d.approved_at), "created_at": _time(d.created_at),
-            "started_at": _time(d.started_at), "finished_at": _time(d.finished_at)}
-    if hosts:
-        data["hosts"] = [_host(h) for h in d.hosts]
-    return data
-
-
-def _host(h: DeploymentHost) -> dict[str, Any]:
-    return {"host": h.host, "state": h.state, "step": h.step,
-            "previous_release": h.previous_release, "release": h.release,
-            "uploaded": h.uploaded, "error": h.error, "timings": h.timings or {},
-            "started_at": _time(h.started_at), "finished_at": _time(h.finished_at)}
+@blueprint.get("/openapi.json")
+@accepts()
+def openapi_document():  # type: ignore[no-untyped-def]
+    """This API's OpenAPI 3.1 document."""
+    return jsonify(openapi.document())

@@ -162,7 +162,8 @@ def deploy_command(args: argparse.Namespace, settings: Settings) -> int:
     clone_url = pipeline.known_clone_url(ctx, project) or ""
     try:
         build, deployment = pipeline.deploy_by_hand(
-            ctx, project, env, sha=sha, ref=ref, repository=project.repo, clone_url=clone_url)
+            ctx, project, env, sha=sha, ref=ref, repository=project.repo, clone_url=clone_url,
+            by=pipeline.CLI)
     except (RedisError, SQLAlchemyError) as exc:
         raise CommandError(1, f"cannot queue the deployment: {exc}") from exc
     say(f"deployment {deployment.id} of {project.name} to {env.name} queued: commit"
@@ -460,12 +461,12 @@ def up_command(args: argparse.Namespace, settings: Settings) -> int:
 
 def rq_worker_command(args: argparse.Namespace, settings: Settings) -> int:
     from redis import Redis
-    from rq import Worker
     from rq.serializers import JSONSerializer
 
     # Also reads the migration scripts once here, so that each job's fork need not.
     _check_schema(settings)
     from workers import recovery
+    from workers.rq_worker import Worker
 
     connection = Redis.from_url(settings.redis_url)
     worker = Worker(args.queues, connection=connection, serializer=JSONSerializer)

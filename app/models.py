@@ -88,6 +88,8 @@ class Build(Base):
     artifact_path: Mapped[str | None] = mapped_column(Text)
     artifact_sha256: Mapped[str | None] = mapped_column(String(64))
     artifact_size: Mapped[int | None] = mapped_column(BigInteger)
+    # The commit's committer time, read from git by the build (DORA's lead time starts there).
+    committed_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
@@ -208,3 +210,21 @@ class HostRelease(Base):
     last_good_release: Mapped[str | None] = mapped_column(String(100))
     deployment_id: Mapped[int | None] = mapped_column(ForeignKey("deployments.id"))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class AuditEntry(Base):
+    """Who asked for what (SPEC §4): an approve, cancel, retry, rollback or manual deploy,
+    written in the same transaction as the operation itself."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_project_id", "project", "id"),
+                      Index("ix_audit_log_deployment_id", "deployment_id"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    by: Mapped[str] = mapped_column(String(200))  # the API token's name, or `cli`
+    action: Mapped[str] = mapped_column(String(20))  # deploy, approve, cancel, retry, rollback
+    project: Mapped[str] = mapped_column(String(200))
+    environment: Mapped[str] = mapped_column(String(200))
+    deployment_id: Mapped[int | None] = mapped_column(ForeignKey("deployments.id"))
+    detail: Mapped[str | None] = mapped_column(Text)

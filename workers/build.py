@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 from app import pipeline
@@ -72,9 +73,10 @@ def _build(ctx: Context, build_id: int) -> None:
         checkout(mirror, order.sha, workspace)
         run_commands(order.project.build.commands, workspace,
                      build_env(order, workspace), order.project.build.timeout, say)
+        committed = commit_time(mirror, order.sha)
         artifact = pack(workspace, order.project.build.artifact,
                         ctx.settings.data_dir / "artifacts" / order.project.name,
-                        manifest(order, commit_time(mirror, order.sha)))
+                        manifest(order, committed))
         failed = False
     except BuildError as exc:
         say(f"build failed: {exc}")
@@ -93,7 +95,8 @@ def _build(ctx: Context, build_id: int) -> None:
             shutil.rmtree(workspace, ignore_errors=True)
     say(f"artifact {artifact.sha256} ({artifact.size} bytes)")
     build_log.close()
-    pipeline.finish_build(ctx, build_id, artifact=artifact)
+    pipeline.finish_build(ctx, build_id, artifact=artifact,
+                          committed_at=datetime.fromtimestamp(committed, UTC))
     prune_artifacts(ctx, order.project.name)
 
 

@@ -66,7 +66,8 @@ def compose(ctx: Context, facts: pipeline.ChatFacts) -> dict[str, object]:
     head = commit(mirror, facts.sha) or Commit(facts.sha, "")
     added, more = added_commits(mirror, facts.live_sha, facts.sha)
     return message_body(facts.event, facts.project, facts.environment, head, facts.link,
-                        duration=facts.duration, error=facts.error, added=added, more=more)
+                        duration=facts.duration, error=facts.error, added=added, more=more,
+                        by=facts.by)
 
 
 def commit(mirror: Path, sha: str) -> Commit | None:

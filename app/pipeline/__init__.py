@@ -5,6 +5,8 @@ database, enqueue jobs by name and emit commit statuses through `report`. This p
 names are its public surface: callers use `pipeline.<name>`, not the submodules.
 """
 
+from app.pipeline.audit import ACTIONS as AUDIT_ACTIONS
+from app.pipeline.audit import CLI
 from app.pipeline.builds import (
     BuildOrder,
     enqueue_build,
@@ -92,7 +94,9 @@ from app.pipeline.rules import (
 )
 
 __all__ = [
+    "AUDIT_ACTIONS",
     "BUILD_CONTEXT",
+    "CLI",
     "Answer",
     "Artifact",
     "BuildOrder",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import select
 
@@ -122,12 +123,15 @@ def start_build(ctx: Context, build_id: int) -> BuildOrder | None:
 
 
 def finish_build(ctx: Context, build_id: int, *, artifact: Artifact | None = None,
-                 error: str | None = None) -> None:
-    """Record a build's end; move on the deployments waiting for it."""
+                 error: str | None = None, committed_at: datetime | None = None) -> None:
+    """Record a build's end (and its commit's time, when known); move on the deployments
+    waiting for it."""
     with changes(ctx) as change:
         build = change.session.get(Build, build_id, with_for_update=True)
         if build is None or build.state != "running":
             return
+        if committed_at is not None:
+            build.committed_at = committed_at
         if artifact is not None:
             change.move(build, "succeeded")
             build.artifact_path, build.artifact_sha256 = artifact.path, artifact.sha256

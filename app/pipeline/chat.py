@@ -103,6 +103,8 @@ class ChatFacts:
     error: str | None = None
     # The commit live before this deployment, for the commits it adds (None: unknown).
     live_sha: str | None = None
+    # Who asked for it, in words: "approved by alice", "deployed by hand by ci".
+    by: str | None = None
 
 
 def chat_facts(ctx: Context, message: dict[str, Any]) -> ChatFacts | None:
@@ -121,7 +123,19 @@ def chat_facts(ctx: Context, message: dict[str, Any]) -> ChatFacts | None:
         return ChatFacts(deployment.project, message["event"], deployment.sha,
                          f"{ctx.config.public_url}/deployments/{deployment.id}",
                          environment=deployment.environment, duration=_took(deployment),
-                         error=deployment.error, live_sha=_live_before(session, deployment))
+                         error=deployment.error, live_sha=_live_before(session, deployment),
+                         by=who_acted(deployment.kind, deployment.requested_by,
+                                      deployment.approved_by))
+
+
+def who_acted(kind: str, requested_by: str | None, approved_by: str | None) -> str | None:
+    """Who a person asked a deployment of, as a message says it (the audit log's names)."""
+    if approved_by:
+        return f"approved by {approved_by}"
+    if not requested_by:
+        return None
+    return {"rollback": f"rolled back by {requested_by}", "retry": f"retried by {requested_by}"
+            }.get(kind, f"deployed by hand by {requested_by}")
 
 
 def _took(row: Build | Deployment) -> str | None:

@@ -15,6 +15,7 @@ from app import config as cfg
 from app.context import Context
 from app.events import Push
 from app.models import Build, Deployment, DeploymentHost, HostRelease, Release, utcnow
+from app.pipeline.audit import CLI, record
 from app.pipeline.common import insert_once, log_rows
 from app.pipeline.rules import (
     marks_release_bad,
@@ -74,13 +75,16 @@ def find_or_create_deployment(ctx: Context, project: cfg.Project, env: cfg.Envir
 
 def create_manual_deployment(ctx: Context, project: cfg.Project, env: cfg.Environment,
                              build: Build, *, sha: str, ref: str,
-                             by: str | None = None) -> Deployment:
-    """A new deployment asked for by hand (`conveyor deploy`): never merged with another."""
+                             by: str = CLI) -> Deployment:
+    """A new deployment asked for by hand (`conveyor deploy`): never merged with another;
+    recorded in the audit log with it."""
     deployment = Deployment(project=project.name, environment=env.name,
                             trigger=f"manual:{uuid.uuid4().hex}", build_id=build.id,
                             sha=sha, ref=ref, requested_by=by)
     with ctx.db.session() as session:
         session.add(deployment)
+        record(session, "deploy", deployment, by=by,
+               detail=f"deployed {sha[:7]}" + (f" ({ref})" if ref else "") + " by hand")
     return deployment
 
 

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from app import config as cfg
 from app.context import Context
 from app.models import Build, Deployment, Release, utcnow
+from app.pipeline.audit import CLI, record
 from app.pipeline.builds import find_or_create_build, queue_work
 from app.pipeline.deployments import create_manual_deployment, live_deployment
 from app.pipeline.order import advance, enqueue_deployment
@@ -32,7 +33,7 @@ class OperationError(Exception):
 
 def deploy_by_hand(ctx: Context, project: cfg.Project, env: cfg.Environment, *, sha: str,
                    ref: str, repository: str, clone_url: str,
-                   by: str | None = None) -> tuple[Build, Deployment]:
+                   by: str = CLI) -> tuple[Build, Deployment]:
     """Queue a deployment of commit `sha` to `env`, and its build unless one succeeded:
     the build is made once per commit, as for a push."""
     build, _new = find_or_create_build(ctx, project, sha=sha, ref=ref,
@@ -42,7 +43,7 @@ def deploy_by_hand(ctx: Context, project: cfg.Project, env: cfg.Environment, *, 
     return build, deployment
 
 
-def approve(ctx: Context, deployment_id: int, *, by: str) -> Deployment:
+def approve(ctx: Context, deployment_id: int, *, by: str = CLI) -> Deployment:
     """Let a deployment awaiting approval go on."""
     with changes(ctx) as change:
         deployment = _get(change.session, deployment_id)
@@ -51,22 +52,29 @@ def approve(ctx: Context, deployment_id: int, *, by: str) -> Deployment:
                                       " not awaiting approval")
         deployment.approved_by, deployment.approved_at = by, utcnow()
         change.move(deployment, "queued")
+        record(change.session, "approve", deployment, by=by,
+               detail=f"approved {deployment.sha[:7]} for {deployment.environment}")
     advance(ctx, [deployment_id])
     return deployment
 
 
-def cancel(ctx: Context, deployment_id: int, *, by: str) -> Deployment:
+def cancel(ctx: Context, deployment_id: int, *, by: str = CLI) -> Deployment:
     """Cancel a deployment: one that waits ends at once; a running one stops at its next
     safe point between steps, putting back the hosts it switched."""
     with changes(ctx) as change:
         deployment = _get(change.session, deployment_id)
         if deployment.state in ("queued", "awaiting_approval"):
+            record(change.session, "cancel", deployment, by=by,
+                   detail=f"canceled while {deployment.state}")
             change.move(deployment, "canceled", error=f"canceled by {by}")
             return deployment
         if deployment.state != "running":
             raise OperationError(409, f"deployment {deployment_id} is {deployment.state}:"
                                       " only a waiting or running deployment can be canceled")
-    ctx.jobs.redis.set(cancel_key(deployment_id), by, ex=CANCEL_TTL)
+        record(change.session, "cancel", deployment, by=by,
+               detail="asked to stop at the next safe point")
+        # Asked before the entry commits: a request Redis refused leaves no entry behind.
+        ctx.jobs.redis.set(cancel_key(deployment_id), by, ex=CANCEL_TTL)
     return deployment
 
 
@@ -80,7 +88,7 @@ def cancel_requested(ctx: Context, deployment_id: int) -> str | None:
     return who.decode() if isinstance(who, bytes) else who
 
 
-def retry(ctx: Context, deployment_id: int, *, by: str) -> Deployment:
+def retry(ctx: Context, deployment_id: int, *, by: str = CLI) -> Deployment:
     """Run a failed (or errored) deployment again, under the same release id, for the hosts
     that did not reach its release; what they already did (upload, unpack, hooks) is kept."""
     with ctx.db.session() as session:
@@ -105,11 +113,13 @@ def retry(ctx: Context, deployment_id: int, *, by: str) -> Deployment:
                            release_id=original.release_id, requested_by=by,
                            hosts_only=hosts if len(hosts) < len(configured.hosts) else None)
         session.add(again)
+        record(session, "retry", again, by=by,
+               detail=f"retries deployment {original.id} on {', '.join(hosts)}")
     enqueue_deployment(ctx, again)
     return again
 
 
-def rollback(ctx: Context, project: str, environment: str, *, by: str,
+def rollback(ctx: Context, project: str, environment: str, *, by: str = CLI,
              release: str | None = None) -> Deployment:
     """Put the environment back on its last good release before the live one (or on
     `release`, which must have gone live and not be marked bad); the release rolled away
@@ -140,6 +150,8 @@ def rollback(ctx: Context, project: str, environment: str, *, by: str,
                           release_id=target, target_release=target, replaces_release=live,
                           requested_by=by)
         session.add(back)
+        record(session, "rollback", back, by=by,
+               detail=f"back to {target}" + (f" from {live}" if live else ""))
     advance(ctx, [back.id])
     return back
 

@@ -40,7 +40,8 @@ class RateLimited(ReportError):
 
 def message_body(event: str, project: str, environment: str | None, head: Commit, link: str,
                  *, duration: str | None = None, error: str | None = None,
-                 added: Sequence[Commit] = (), more: int = 0) -> dict[str, object]:
+                 added: Sequence[Commit] = (), more: int = 0,
+                 by: str | None = None) -> dict[str, object]:
     """The webhook body for one event: what happened, the commit, and the commits it adds."""
     where = f"{project} to {environment}" if environment else project
     title = f"{HEADLINES[event]}: {where} ({head.sha[:7]})"
@@ -49,6 +50,8 @@ def message_body(event: str, project: str, environment: str | None, head: Commit
         details.append(f"by {head.author}")
     if duration:
         details.append(f"took {duration}")
+    if by:  # who asked: "approved by alice"
+        details.append(by)
     if error and event in ("failed", "rolled_back", "build_failed"):
         details.append(f"error: {error}")
     lines = [" · ".join(details), *commit_lines(added, more), f"<{link}|Details>"]

@@ -77,8 +77,16 @@ def test_staging_then_production_after_approval_with_the_same_bytes(
     assert r.live(r.production) == [f"releases/{live['release']}"] * 2
     shipped = r.artifact_of(r.staging, staged["release"])
     assert len(shipped) == 1 and r.artifact_of(r.production, live["release"]) == shipped
-    assert r.post(f"/deployments/{parked['id']}/approve", expect=409)["error"] == \
+    assert r.post(f"/deployments/{parked['id']}/approve", expect=409)["detail"] == \
         f"deployment {parked['id']} is succeeded, not awaiting approval"
+    audit = r.get("/audit?project=shop")["audit"]
+    assert [(e["by"], e["action"], e["deployment"]) for e in audit] == [
+        ("admin", "approve", parked["id"])]
+    built = r.get(f"/builds/{staged['build']}")
+    assert built["committed_at"] is not None  # the build read the commit's time from git
+    production = r.get("/dora?project=shop&environment=production&days=1")["environments"][0]
+    assert (production["deployments"], production["changes"]) == (1, 1)
+    assert production["lead_time_seconds"] is not None
     assert r.forge.violations == []
 
 
@@ -150,7 +158,7 @@ def test_rollback_then_rollback_again_never_picks_the_rolled_back_release(
     assert r.served(r.staging) == ["v1\n"]
     refused = r.post("/projects/shop/environments/staging/rollback", {"release": r3},
                      expect=409)
-    assert refused["error"].startswith(f"release {r3} is marked bad")
+    assert refused["detail"].startswith(f"release {r3} is marked bad")
     host = r.staging[0].root
     assert (host / "releases" / r3).is_dir()  # rolling back removes no release
 

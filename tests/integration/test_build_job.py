@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from rq.serializers import JSONSerializer
 
 from app import pipeline
 from app.context import Context
-from app.models import Build, Deployment, LogLine
+from app.models import Build, Deployment, LogLine, aware
 from app.pipeline.builds import find_or_create_build
 from tests.support.gitrepo import GitRepo
 from workers import build
@@ -88,6 +89,9 @@ def test_a_build_makes_an_artifact_and_a_rebuild_reuses_the_mirror(
     done = row(ctx, build_id)
     assert done.state == "succeeded", done.error
     assert Path(done.artifact_path or "").name == f"{done.artifact_sha256}.tar.gz"
+    committed = int(build.git("show", "-s", "--format=%ct", sha, cwd=git_repo.work).strip())
+    assert done.committed_at is not None  # DORA's lead time starts at the commit's time
+    assert aware(done.committed_at) == datetime.fromtimestamp(committed, UTC)
     assert "fetching from" in log_text(ctx, build_id)
     mirror = ctx.settings.data_dir / "mirrors" / "shop.git"
     # Only what the build needed came over: the commit, not every branch.

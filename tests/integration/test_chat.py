@@ -61,8 +61,10 @@ def shop(worker_context: Callable[..., Context], database_url: str, git_repo: Gi
     return make
 
 
-def ship(ctx: Context, repo: GitRepo, content: str, message: str = "change") -> Deployment:
-    """Commit app.txt = content, build it, deploy it to staging; the deployment's end."""
+def ship(ctx: Context, repo: GitRepo, content: str, message: str = "change",
+         **values: str) -> Deployment:
+    """Commit app.txt = content, build it, deploy it to staging (the deployment's other
+    columns in `values`); the deployment's end."""
     sha = repo.commit({"app.txt": content}, message=message)
     found, _new = find_or_create_build(ctx, ctx.config.projects["shop"], sha=sha,
                                        ref="refs/heads/main", repository="acme/shop",
@@ -70,7 +72,7 @@ def ship(ctx: Context, repo: GitRepo, content: str, message: str = "change") -> 
     build.run(found.id)
     with ctx.db.session() as session:
         row = Deployment(project="shop", environment="staging", trigger=f"test:{uuid.uuid4()}",
-                         build_id=found.id, sha=sha, ref="refs/heads/main")
+                         build_id=found.id, sha=sha, ref="refs/heads/main", **values)
         session.add(row)
         session.flush()
         deployment_id = row.id
@@ -115,6 +117,18 @@ def test_a_succeeded_deployment_tells_the_commits_it_adds(
     assert lines[12] == "and 2 more"  # 12 commits added: 10 shown
     assert lines[13] == f"<https://deploy.example.com/deployments/{done.id}|Details>"
     assert "Commits:" not in attachment(chat_webhook.messages[0])["text"]  # nothing was live
+
+
+def test_a_message_says_who_approved_or_deployed_by_hand(
+        shop: Callable[..., Context], git_repo: GitRepo, chat_webhook: ChatWebhook,
+        redis_db: redis.Redis) -> None:
+    ctx = shop(["succeeded"])
+    ship(ctx, git_repo, "one", approved_by="alice")
+    ship(ctx, git_repo, "two", requested_by="ci")
+    assert run_chat_jobs(redis_db) == []
+    first, second = (attachment(m)["text"].splitlines()[0] for m in chat_webhook.messages)
+    assert first.endswith(" · approved by alice")
+    assert second.endswith(" · deployed by hand by ci")
 
 
 def test_a_failed_deployment_says_failed_with_no_secret(

@@ -59,5 +59,6 @@ def test_the_api_needs_the_token(tmp_path: Path, database_url: str, redis_url: s
     wrong = {"Authorization": "Bearer nope"}
     assert client.get("/api/deployments", headers=wrong).status_code == 401
     right = {"Authorization": f"Bearer {conveyor.API_TOKEN}"}
-    assert client.get("/api/deployments", headers=right).json == {"deployments": []}
+    assert client.get("/api/deployments", headers=right).json == {"deployments": [],
+                                                                  "next": None}
     assert client.get("/api/builds/9", headers=right).status_code == 404

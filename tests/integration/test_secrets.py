@@ -89,7 +89,7 @@ def columns_holding(ctx: Context, needle: str) -> list[str]:
 def api_answers(client: FlaskClient, build_id: int) -> str:
     """The text of every API answer about deliveries, deployments and the build."""
     auth = {"Authorization": f"Bearer {conveyor.API_TOKEN}"}
-    paths = ["/api/deliveries", "/api/deployments", f"/api/builds/{build_id}",
+    paths = ["/api/deliveries", "/api/deployments", f"/api/builds/{build_id}", "/api/builds",
              f"/api/builds/{build_id}/log"]
     answers = [client.get(path, headers=auth) for path in paths]
     assert [a.status_code for a in answers] == [200] * len(paths)

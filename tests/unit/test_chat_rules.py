@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.pipeline.chat import chat_events, chosen_webhooks
+from app.pipeline.chat import chat_events, chosen_webhooks, who_acted
 from app.report.chat import Commit, commit_lines, message_body
 
 
@@ -42,3 +42,15 @@ def test_an_approval_request_links_to_the_deployment() -> None:
     attachment = body["attachments"][0]  # type: ignore[index]
     assert attachment["title_link"] == link
     assert attachment["title"] == "Awaiting approval: shop to production (aaaaaaa)"
+
+
+def test_a_message_says_who_asked_for_the_deployment() -> None:
+    assert who_acted("promotion", None, "alice") == "approved by alice"
+    assert who_acted("deploy", "ci", None) == "deployed by hand by ci"
+    assert who_acted("rollback", "bob", None) == "rolled back by bob"
+    assert who_acted("retry", "admin", None) == "retried by admin"
+    assert who_acted("deploy", None, None) is None  # a push: nobody asked
+    body = message_body("succeeded", "shop", "production", Commit("a" * 40, "Fix", "Ada"),
+                        "https://deploy.example.com/deployments/7", by="approved by alice")
+    assert body["attachments"][0]["text"].splitlines()[0] == \
+        f"{'a' * 7} Fix · by Ada · approved by alice"
