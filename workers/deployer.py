@@ -17,8 +17,10 @@ outcome means (states, good and bad releases) is the pipeline's.
 
 from __future__ import annotations
 
+import tarfile
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
@@ -245,7 +247,12 @@ class Deployer:
             host_run.link.put(source.files, remote.files_path(path, sha256),
                               timeout=self.timeout)
         with self._timed(host_run, "lacks"):
-            lacks = remote.parse_lacks(self._step(host_run, remote.lacks(path, sha256)))
+            said = self._step(host_run, remote.lacks(path, sha256))
+        try:
+            lacks = remote.parse_lacks(said)
+        except ValueError as exc:
+            self._say(host_run, f"{exc}: sending the whole artifact")
+            return None
         names = frozenset(lacks.names)
         if not lacks.usable or lacks.previous is None:
             self._say(host_run, "no release to build on: sending the whole artifact")
@@ -255,7 +262,7 @@ class Deployer:
             return None
         try:
             delta = source.tar(names)
-        except ValueError as exc:
+        except (ValueError, OSError, tarfile.TarError, EOFError, zlib.error) as exc:
             self._say(host_run, f"{exc}: sending the whole artifact")
             return None
         self._checkpoint()
