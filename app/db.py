@@ -13,6 +13,7 @@ from functools import cache
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -112,6 +113,28 @@ class Database:
         self.engine.dispose()
 
 
+# A pooled connection is pinged before use (as `pool_pre_ping` would) only after it has been
+# idle this long: a server that restarted or failed over is noticed as before, while under
+# load (a burst of deliveries) a connection just used costs no extra round trip.
+PING_AFTER_IDLE = 1.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    @event.listens_for(engine, "checkin")
+    def _idle_from(_dbapi_connection, record) -> None:  # type: ignore[no-untyped-def]
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping(dbapi_connection, record, _proxy) -> None:  # type: ignore[no-untyped-def]
+        since = record.info.pop("idle_since", None)
+        if since is None or time.monotonic() - since < PING_AFTER_IDLE:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            raise DisconnectionError(str(exc)) from exc  # the pool connects anew
+
+
 def _up_to_date(conn: Connection) -> bool:
     """Whether the database is at this code's heads; SchemaTooNew when it is past them."""
     from alembic.runtime.migration import MigrationContext
@@ -126,7 +149,9 @@ def _up_to_date(conn: Connection) -> bool:
 
 def _engine(url: str) -> Engine:
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+        engine = create_engine(url, pool_size=5, max_overflow=10)
+        _ping_when_idle(engine)
+        return engine
     database = url.split("///", 1)[-1]
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)

@@ -29,19 +29,34 @@ class Jobs:
                         for name in QUEUES}
 
     def enqueue(self, queue: str, func: str, *args: object, job_id: str, timeout: int,
-                retry: Retry | None = None, delay: float = 0) -> bool:
+                retry: Retry | None = None, delay: float = 0, unique: bool = True) -> bool:
         """Queue `func(*args)` once under `job_id` (after `delay` seconds, through RQ's
-        scheduler, when given); False when that job exists already."""
+        scheduler, when given); False when that job exists already. `unique=False` is for
+        a job id no other caller can have queued: RQ's writes go in one round trip, with no
+        check."""
         options = {"args": args, "job_id": job_id, "job_timeout": timeout, "result_ttl": 3600,
-                   "failure_ttl": FAILURE_TTL, "retry": retry, "unique": True}
+                   "failure_ttl": FAILURE_TTL, "retry": retry, "unique": unique}
         try:
             if delay > 0:
                 self._queues[queue].enqueue_in(timedelta(seconds=delay), func, **options)
+            elif not unique:  # all of RQ's writes in one round trip
+                with self.redis.pipeline() as pipe:
+                    self._queues[queue].enqueue(func, pipeline=pipe, **options)
+                    pipe.execute()
             else:
                 self._queues[queue].enqueue(func, **options)
         except DuplicateJobError:
             return False
         return True
+
+    def depths(self) -> dict[str, tuple[int, int]]:
+        """Each queue's jobs (waiting now, scheduled for later), in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for queue in self._queues.values():
+            pipe.llen(queue.key)
+            pipe.zcard(queue.scheduled_job_registry.key)
+        counts = pipe.execute()
+        return {name: (counts[2 * n], counts[2 * n + 1]) for n, name in enumerate(self._queues)}
 
     def ping(self) -> None:
         """Raise when Redis cannot be reached."""

@@ -34,6 +34,8 @@ class Settings:
     api_tokens: tuple[tuple[str, str], ...] = ()
     # The AWS secrets boto3 reads from the environment (artifacts.store: s3), to mask.
     aws_secrets: tuple[str, ...] = ()
+    # CONVEYOR_METRICS_TOKEN: when set, /metrics asks for it as a bearer token.
+    metrics_token: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -50,6 +52,7 @@ class Settings:
             secret_key=env.get("CONVEYOR_SECRET_KEY") or None,
             api_tokens=named_tokens(api_token, env.get("CONVEYOR_API_TOKENS") or ""),
             aws_secrets=tuple(filter(None, (env.get(name) for name in AWS_SECRETS))),
+            metrics_token=env.get("CONVEYOR_METRICS_TOKEN") or None,
         )
 
 

@@ -14,6 +14,7 @@ __all__ = ["SCRIPT_NAMES", "script"]
 #: The scripts that can be run, without the ``.sh`` suffix (``common`` is a library).
 SCRIPT_NAMES = (
     "probe", "prepare", "activate", "after_activate", "rollback", "discard", "prune", "inspect",
+    "lacks",
 )
 
 

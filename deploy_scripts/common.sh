@@ -167,3 +167,118 @@ run_hooks() {
         hooks_index=$((hooks_index + 1))
     done
 }
+
+# tree_listing DIR: one line "MODE SIZE ./NAME [TARGET]" per entry under DIR
+# (MODE as `ls -l` shows it, TARGET for a link), from stat alone: GNU find
+# when the host has it, else GNU tar writing to /dev/null (it reads no file's
+# content then), which is slower.
+tree_listing() {
+    if find "$1" -maxdepth 0 -printf '' 2>/dev/null; then
+        (cd "$1" && find . -printf '%M %s %p %l\n')
+    else
+        (cd "$1" && tar --numeric-owner --hard-dereference -cvvf /dev/null .) | awk '{
+            if (substr($1, 1, 1) == "l" && NF == 8) print $1, $3, $6, $8
+            else if (NF == 6) print $1, $3, $6
+            else print $0
+        }'
+    fi
+}
+
+# compare_tree MODE FILES OLD RECEIVED SUMS [STALE]: compare a tree_listing (on stdin)
+# with the list of files FILES (see workers/manifest.py), where OLD is the list
+# of the release the tree came from, RECEIVED the names (one a line) sent anew
+# and SUMS their `sha256sum` lines. A file of FILES is held when OLD lists it
+# the same and the tree holds a regular file of its size and mode there.
+#   lacks:  print the files of FILES the tree does not hold (and write in the
+#           file STALE what `stale` would print were those the files received);
+#   stale:  print the entries of the tree to remove before the received files
+#           are unpacked: those FILES does not list as they are, those that
+#           will be received, and .conveyor-files;
+#   verify: print each difference between the tree and FILES, and exit 1 when
+#           there is one (each received file's sha256 is checked too).
+compare_tree() {
+    awk -v mode="$1" -v files="$2" -v old="$3" -v received="$4" -v sums="$5" -v stale="${6-}" '
+        function perms(kind, bits) {
+            if (kind == "d") return "drwxr-xr-x"
+            if (kind == "l") return "lrwxrwxrwx"
+            return bits == "755" ? "-rwxr-xr-x" : "-rw-r--r--"
+        }
+        function read_list(name, lines, kinds,    line, count, f) {
+            count = 0
+            while ((getline line < name) > 0) {
+                if (++count == 1) {
+                    if (line != "conveyor-files 1") return 0
+                    continue
+                }
+                split(line, f, "\t")
+                lines[f[5]] = line
+                if (kinds != "") { kind[f[5]] = f[1]; bits[f[5]] = f[2]; size[f[5]] = f[3]; value[f[5]] = f[4] }
+            }
+            close(name)
+            return count > 0
+        }
+        function bad(name, why) {
+            if (mode == "verify") printf "  %s: %s\n", name, why
+            problems = 1
+        }
+        BEGIN {
+            if (!read_list(files, new, "yes")) { print "  the list of files cannot be read"; exit 2 }
+            if (old != "" && !read_list(old, before, "")) split("", before)
+            count = split(received, names, "\n")
+            for (i = 1; i <= count; i++) if (names[i] != "") got[names[i]] = 1
+        }
+        {
+            # mode size name [target]: a name that is not plain (a space) cannot
+            # be compared, nor removed safely: lacks and stale give up (exit 3)
+            type = substr($1, 1, 1)
+            if (NF != (type == "l" ? 4 : 3)) {
+                if (mode != "verify") { odd = 1; exit 3 }
+                bad($0, "cannot be read in the listing")
+                next
+            }
+            rest = $3
+            target = type == "l" ? $4 : ""
+            sub(/^\.\//, "", rest)
+            sub(/\/$/, "", rest)
+            if (rest == "" || rest == ".") next
+            if (rest == ".conveyor-files") {
+                if (mode == "stale") print rest
+                if (mode == "lacks" && stale != "") print rest > stale
+                next
+            }
+            seen[rest] = 1
+            held = (rest in kind) && $1 == perms(kind[rest], bits[rest])
+            if (held && kind[rest] == "f") held = $2 == size[rest]
+            if (held && kind[rest] == "l") held = target == value[rest]
+            if (held && kind[rest] == "f" && !(rest in got)) held = before[rest] == new[rest]
+            if (mode == "lacks") {
+                if (!held) stale_name[rest] = 1
+                if (!held && stale != "") print rest > stale
+            } else if (mode == "stale") {
+                if (!held || (rest in got)) print rest
+            } else if (!held) {
+                bad(rest, (rest in kind) ? "differs from the list" : "is not in the list")
+            }
+        }
+        END {
+            if (odd) exit 3
+            if (mode == "lacks") {
+                for (name in kind)
+                    if (kind[name] == "f" && (!(name in seen) || (name in stale_name))) print name
+                exit 0
+            }
+            if (mode != "verify") exit 0
+            for (name in kind) if (!(name in seen)) bad(name, "is missing")
+            count = split(sums, line, "\n")
+            for (i = 1; i <= count; i++) {
+                if (line[i] == "") continue
+                sum = substr(line[i], 1, 64)
+                name = substr(line[i], 67)
+                if (kind[name] != "f" || sum != value[name]) bad(name, "was received damaged")
+                checked[name] = 1
+            }
+            for (name in got) if (!(name in checked)) bad(name, "was received but not checked")
+            exit problems
+        }
+    '
+}

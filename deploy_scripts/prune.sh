@@ -11,7 +11,8 @@
 #   - artifacts in PATH/.conveyor/artifacts (SHA256.tar.gz and the plain
 #     SHA256.tar beside it) that no remaining release was unpacked from
 #     (prepare.sh records each release's sha256 in PATH/.conveyor/releases/),
-#     plus leftover partial files (*.part). An artifact is never touched
+#     plus leftover partial files (*.part) and what an interrupted incremental
+#     prepare left (SHA256.files, SHA256.delta.tar, SHA256.stale). An artifact is never touched
 #     otherwise: a redeploy finds it as it was.
 # Prints one line per removal on stdout: "removed=<release id>",
 # "removed_artifact=<file name>".
@@ -102,6 +103,14 @@ prune_artifacts() {
     done
     for file in "$artifacts"/*; do
         name=${file##*/}
+        sha=${name%.files}
+        sha=${sha%.delta.tar}
+        sha=${sha%.stale}
+        sha=${sha%.stale.part}
+        if [ "$sha" != "$name" ] && is_sha256 "$sha"; then
+            rm -f "$file"
+            continue
+        fi
         sha=${name%.part}
         sha=${sha%.gz}
         sha=${sha%.tar}

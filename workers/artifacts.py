@@ -22,6 +22,7 @@ from typing import Any
 from app import pipeline
 from app.config import Artifacts
 from app.context import Context
+from workers.delta import index_path
 
 SCHEME = "s3://"
 CHUNK = 1 << 20
@@ -47,10 +48,14 @@ def keep(ctx: Context, project: str, artifact: pipeline.Artifact,
                            ExtraArgs={"Metadata": {"sha256": artifact.sha256}})
         client.put_object(Bucket=bucket, Key=f"{key}.sha256",
                           Body=f"{artifact.sha256}  {Path(key).name}\n".encode())
+        index = index_path(Path(artifact.path))
+        if index.is_file():  # lets an incremental deployment read a few files, not all
+            client.upload_file(str(index), bucket, _index_key(key))
     except Exception as exc:
         raise StoreError(f"could not upload the artifact to {url}: {_reason(exc)}") from None
     say(f"uploaded the artifact to {url} in {time.monotonic() - started:.1f} s")
     Path(artifact.path).unlink(missing_ok=True)
+    index_path(Path(artifact.path)).unlink(missing_ok=True)
     return replace(artifact, path=url)
 
 
@@ -74,6 +79,7 @@ def cached(ctx: Context, project: str, artifact: pipeline.Artifact,
         return path
     started = time.monotonic()
     fetch(ctx.config.artifacts, artifact, path)
+    fetch_index(ctx.config.artifacts, artifact, path)
     say(f"fetched the artifact from {artifact.path}, {artifact.size / 1e6:.1f} MB in"
         f" {time.monotonic() - started:.1f} s; sha256 verified")
     return path
@@ -107,11 +113,13 @@ def forget(ctx: Context, paths: Iterable[str]) -> None:
     for path in paths:
         if not path.startswith(SCHEME):
             Path(path).unlink(missing_ok=True)
+            index_path(Path(path)).unlink(missing_ok=True)
             continue
         bucket, key = split_url(path)
         try:
             _client(ctx.config.artifacts).delete_objects(Bucket=bucket, Delete={
-                "Objects": [{"Key": key}, {"Key": f"{key}.sha256"}], "Quiet": True})
+                "Objects": [{"Key": key}, {"Key": f"{key}.sha256"}, {"Key": _index_key(key)}],
+                "Quiet": True})
         except Exception:  # noqa: S112 - left for the next prune; never fails a build
             continue
 
@@ -126,11 +134,27 @@ def prune_cache(ctx: Context, project: str) -> list[Path]:
     removed = []
     for path in folder.iterdir():
         stale = path.name.startswith(".partial-") and time.time() - path.stat().st_mtime > 86400
-        unused = path.name.endswith(".tar.gz") and path.name[:-len(".tar.gz")] not in kept
+        sha256 = path.name.removesuffix(".tar.gz").removesuffix(".index.json")
+        unused = sha256 != path.name and sha256 not in kept
         if stale or unused:
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
+
+
+def fetch_index(store: Artifacts, artifact: pipeline.Artifact, path: Path) -> None:
+    """Fetch the artifact's index beside this machine's copy, if the bucket has one; without
+    it an incremental deployment reads the whole artifact (slower, the same result)."""
+    bucket, key = split_url(artifact.path)
+    index = index_path(path)
+    partial = index.with_name(f".partial-{os.getpid()}-{threading.get_ident()}.index")
+    try:
+        _client(store).download_file(bucket, _index_key(key), str(partial))
+        os.replace(partial, index)
+    except Exception:  # the index only saves time: without it the artifact is read through
+        index.unlink(missing_ok=True)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def cache_dir(data_dir: Path, project: str) -> Path:
@@ -169,6 +193,11 @@ def _client(store: Artifacts) -> Any:
     return boto3.session.Session().client(
         "s3", region_name=store.s3.get("region"), endpoint_url=store.s3.get("endpoint_url"),
         config=Config(**options))
+
+
+def _index_key(key: str) -> str:
+    """The bucket key of an artifact's index: `<sha256>.index.json` beside it."""
+    return key.removesuffix(".tar.gz") + ".index.json"
 
 
 def _reason(exc: Exception) -> str:

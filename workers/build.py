@@ -7,7 +7,6 @@ from the pipeline file (the operator's own text) and run with a scrubbed environ
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import json
@@ -20,6 +19,7 @@ import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -28,7 +28,10 @@ from app import pipeline
 from app.config import Ssh
 from app.context import Context
 from workers import artifacts, context, mirrors
+from workers import manifest as files_list
+from workers.delta import index_path
 from workers.git import GitError, git_env, read
+from workers.pgzip import BLOCK, ParallelGzipWriter
 from workers.recovery import alive
 
 _SHA = re.compile(r"^[0-9a-f]{40}$")
@@ -110,7 +113,7 @@ def stored(ctx: Context, project: str, artifact: pipeline.Artifact,
 
 def prune_artifacts(ctx: Context, project: str) -> None:
     """Delete the artifacts the pipeline no longer keeps (it forgets them first): files
-    here, objects in the bucket."""
+    here (with their index), objects in the bucket."""
     artifacts.forget(ctx, pipeline.release_artifacts(ctx, project))
 
 
@@ -279,26 +282,73 @@ def manifest(order: pipeline.BuildOrder, committed_at: int) -> dict[str, object]
 
 def pack(workspace: Path, paths: tuple[str, ...], out_dir: Path,
          release_manifest: dict[str, object]) -> pipeline.Artifact:
-    """A reproducible `.tar.gz` of `paths` (sorted, owners and mtimes fixed), named by sha256."""
+    """A reproducible `.tar.gz` of `paths` (sorted, owners and mtimes fixed), named by sha256.
+
+    Its first member is the list of files (`.conveyor-files`, `workers.manifest`) when
+    every name is plain; it is gzipped in blocks on every core (`workers.pgzip`)."""
     mtime = int(release_manifest["time"])  # type: ignore[call-overload]
     entries = sorted({entry for item in paths for entry in _walk(workspace, item)})
+    data = json.dumps(release_manifest, sort_keys=True, indent=2).encode() + b"\n"
+    listed = _list_files(workspace, entries, data)
     out_dir.mkdir(parents=True, exist_ok=True)
     partial = out_dir / f".partial-{os.getpid()}-{threading.get_ident()}.tar.gz"
     digest = hashlib.sha256()
+    spans: dict[str, tuple[int, int]] = {}
     with open(partial, "wb") as raw, _HashingWriter(raw, digest) as hashed, \
-            gzip.GzipFile(fileobj=hashed, mode="wb", mtime=0, filename="",
-                          compresslevel=6) as zipped, \
+            ParallelGzipWriter(hashed) as zipped, \
             tarfile.open(fileobj=zipped, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        if listed is not None:
+            _add_bytes(tar, files_list.NAME, listed, mtime)
         for name in entries:
+            start = tar.offset
             _add(tar, workspace, name, mtime)
-        data = json.dumps(release_manifest, sort_keys=True, indent=2).encode() + b"\n"
-        info = _info(MANIFEST, mtime, 0o644)
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
+            spans[name] = (start, tar.offset)
+        start = tar.offset
+        _add_bytes(tar, MANIFEST, data, mtime)
+        spans[MANIFEST] = (start, tar.offset)
     sha256 = digest.hexdigest()
     final = out_dir / f"{sha256}.tar.gz"
     os.replace(partial, final)
+    if listed is not None:
+        index = {"block": BLOCK, "members": zipped.sizes, "files": spans}
+        index_path(final).write_text(json.dumps(index, separators=(",", ":")))
     return pipeline.Artifact(path=str(final), sha256=sha256, size=final.stat().st_size)
+
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mtime: int) -> None:
+    info = _info(name, mtime, 0o644)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _list_files(workspace: Path, names: list[str], release: bytes) -> bytes | None:
+    """The list of files of the artifact (hashed on every core), or None when a name is
+    not plain or an entry is not a file, folder or link (packing then says why)."""
+    if not all(files_list.plain(name) for name in names):
+        return None
+    paths = [workspace / name for name in names]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        found = list(pool.map(_list_one, names, paths))
+    if any(entry is None for entry in found):
+        return None
+    release_entry = files_list.file(MANIFEST, 0o644, len(release),
+                                    hashlib.sha256(release).hexdigest())
+    listed = [entry for entry in found if entry is not None] + [release_entry]
+    return files_list.render(listed) if files_list.listable(listed) else None
+
+
+def _list_one(name: str, path: Path) -> files_list.Entry | None:
+    if path.is_symlink():
+        return files_list.link(name, os.readlink(path))
+    if path.is_dir():
+        return files_list.folder(name)
+    if not path.is_file():
+        return None
+    with open(path, "rb") as handle:
+        sha256 = hashlib.file_digest(handle, "sha256").hexdigest()
+    mode = 0o755 if path.stat().st_mode & 0o111 else 0o644
+    return files_list.file(name, mode, path.stat().st_size, sha256)
 
 
 def _walk(workspace: Path, item: str) -> Iterator[str]:

@@ -18,7 +18,7 @@ from redis import Redis
 from redis.exceptions import LockError, RedisError
 from redis.lock import Lock
 
-from app import pipeline
+from app import metrics, pipeline
 from app.context import Context
 from workers import abandoned, artifacts, changes, context, mirrors
 from workers.deployer import Deployer, persist
@@ -26,6 +26,7 @@ from workers.deployer import Deployer, persist
 log = logging.getLogger(__name__)
 LOCK_TTL = 60            # a dead worker's lock is free again after this many seconds
 LOCK_HEARTBEAT = 15      # the live holder renews it this often
+LOCK_WAIT_MEMORY = 7 * 24 * 3600  # when a deployment first waited, for the lock-wait metric
 
 
 class LockBusy(Exception):
@@ -41,6 +42,7 @@ def run(deployment_id: int) -> None:
         return
     try:
         with environment_lock(ctx.jobs.redis, pipeline.lock_name(*target)) as lock_lost:
+            _measure_lock_wait(ctx.jobs.redis, deployment_id)
             # A deployment still `running` here lost its worker (it would hold the lock):
             # its hosts are put back before this one touches them.
             abandoned.recover_environment(ctx, *target)
@@ -48,9 +50,37 @@ def run(deployment_id: int) -> None:
             if chosen is not None:
                 _deploy(ctx, chosen, lock_lost)
     except LockBusy:
+        _note_lock_wait(ctx.jobs.redis, deployment_id)
         pipeline.wait_for_lock(ctx, deployment_id)
         return
     pipeline.queue_next(ctx, *target, after=deployment_id)
+
+
+def _lock_wait_key(deployment_id: int) -> str:
+    return f"conveyor:lock-wait:{deployment_id}"
+
+
+def _note_lock_wait(redis: Redis, deployment_id: int) -> None:
+    """The first time a deployment finds its environment busy (Redis's clock: workers on
+    several machines share it)."""
+    with suppress(RedisError):
+        redis.set(_lock_wait_key(deployment_id), _redis_now(redis), nx=True,
+                  ex=LOCK_WAIT_MEMORY)
+
+
+def _measure_lock_wait(redis: Redis, deployment_id: int) -> None:
+    """The lock is ours: how long since the deployment first found it taken (0 if never)."""
+    with suppress(RedisError):
+        since = redis.getdel(_lock_wait_key(deployment_id))
+        waited = 0.0
+        if since is not None:
+            waited = _redis_now(redis) - float(since)
+        metrics.lock_wait(waited)
+
+
+def _redis_now(redis: Redis) -> float:
+    seconds, micro = redis.time()
+    return seconds + micro / 1e6
 
 
 def _take_turn(ctx: Context, project: str, environment: str) -> int | None:

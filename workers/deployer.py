@@ -17,8 +17,10 @@ outcome means (states, good and bad releases) is the pipeline's.
 
 from __future__ import annotations
 
+import tarfile
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
@@ -31,12 +33,16 @@ from app import config as cfg
 from app import pipeline
 from app.context import Context
 from workers import hosts, remote, transport
+from workers.delta import DeltaSource
 from workers.hosts import Look
 
 LOCK_LOST = "the environment's lock was lost (Redis unreachable?); no host was left switched"
 # After an interruption, the end of a deployment is recorded even through a short database
 # outage: writes are tried again for this long.
 RECORD_PATIENCE = 20.0
+# An incremental deployment sends the changed files only while they are at most this share
+# of the artifact's files; beyond it the whole artifact goes (it is compressed, they are not).
+INCREMENTAL_SHARE = 0.5
 
 
 class StepFailed(Exception):
@@ -103,6 +109,8 @@ class Deployer:
         self.undone: str | None = None  # after an interruption: what was put back, or not
         self.canceled_by: str | None = None
         self.preparing = True
+        self._delta_lock = threading.Lock()
+        self._delta: DeltaSource | bool | None = False  # False: not read yet
 
     def deploy(self) -> tuple[str, str | None]:
         """(`succeeded` | `failed` | `error`, what went wrong). Whatever interrupts it (a
@@ -131,6 +139,8 @@ class Deployer:
         for host_run in self.runs:
             if host_run.link is not None:
                 host_run.link.close()
+        if isinstance(self._delta, DeltaSource):
+            self._delta.close()
 
     def _phases(self) -> tuple[str, str | None]:
         artifact = Path(self.order.artifact.path)
@@ -211,12 +221,81 @@ class Deployer:
             elif exc.exit_status not in (remote.EXIT_NO_ARTIFACT, remote.EXIT_CORRUPT):
                 raise
             else:
-                self._upload(host_run)
-                with self._timed(host_run, "prepare"):
-                    stdout = self._step(host_run, step)
+                stdout = self._prepare_incremental(host_run, step) or ""
+                if not stdout:
+                    self._upload(host_run)
+                    with self._timed(host_run, "prepare"):
+                        stdout = self._step(host_run, step)
         host_run.previous = remote.parse_prepare(stdout).previous or ""
         self._note(host_run, state="prepared", step="prepared", uploaded=host_run.uploaded,
                    previous_release=host_run.previous or None)
+
+    def _prepare_incremental(self, host_run: HostRun, step: remote.Step) -> str | None:
+        """Send only the files the host lacks given its live release, and assemble the new
+        release from that one (`step`'s arguments, plus where from). None when the whole
+        artifact is to be sent instead: no list of files in the artifact, nothing live on
+        the host, too much changed, or the assembled release did not match the list."""
+        assert host_run.link is not None
+        if not host_run.previous:  # a new host: nothing to build on
+            return None
+        source = self._delta_source()
+        if source is None:
+            return None
+        self._checkpoint()
+        path, sha256 = self.env.path, self.order.artifact.sha256
+        with self._timed(host_run, "upload"):
+            host_run.link.put(source.files, remote.files_path(path, sha256),
+                              timeout=self.timeout)
+        with self._timed(host_run, "lacks"):
+            said = self._step(host_run, remote.lacks(path, sha256))
+        try:
+            lacks = remote.parse_lacks(said)
+        except ValueError as exc:
+            self._say(host_run, f"{exc}: sending the whole artifact")
+            return None
+        names = frozenset(lacks.names)
+        if not lacks.usable or lacks.previous is None:
+            self._say(host_run, "no release to build on: sending the whole artifact")
+            return None
+        if source.size_of(names) > INCREMENTAL_SHARE * source.total:
+            self._say(host_run, f"{len(names)} file(s) changed: sending the whole artifact")
+            return None
+        try:
+            delta = source.tar(names)
+        except (ValueError, OSError, tarfile.TarError, EOFError, zlib.error) as exc:
+            self._say(host_run, f"{exc}: sending the whole artifact")
+            return None
+        self._checkpoint()
+        self._note(host_run, step="upload", uploaded=True,
+                   previous_release=host_run.previous or None)
+        host_run.uploaded = True
+        with self._timed(host_run, "upload"):
+            host_run.link.put(delta, remote.delta_path(path, sha256), timeout=self.timeout)
+        assemble = remote.prepare(path, sha256, self.order.release_id, step.env,
+                                  shared=self.env.shared, hooks=self.env.before_activate,
+                                  assemble_from=(lacks.previous, source.sha256))
+        try:
+            with self._timed(host_run, "prepare"):
+                stdout = self._step(host_run, assemble,
+                                    quiet=(remote.EXIT_CORRUPT, remote.EXIT_NO_ARTIFACT))
+        except StepFailed as exc:
+            if exc.exit_status not in (remote.EXIT_CORRUPT, remote.EXIT_NO_ARTIFACT):
+                raise
+            self._say(host_run, f"could not assemble from releases/{lacks.previous}"
+                                f" ({_reason_of(exc)}): sending the whole artifact")
+            return None
+        kilobytes = (delta.stat().st_size + source.files.stat().st_size) / 1e3
+        self._say(host_run, f"sent {len(names)} changed file(s) and the list of files"
+                            f" ({kilobytes:.0f} kB); the rest linked from"
+                            f" releases/{lacks.previous}")
+        return stdout
+
+    def _delta_source(self) -> DeltaSource | None:
+        """The artifact's list of files, read once for every host (None without one)."""
+        with self._delta_lock:
+            if self._delta is False:
+                self._delta = DeltaSource.of(Path(self.order.artifact.path))
+            return self._delta if isinstance(self._delta, DeltaSource) else None
 
     def _upload(self, host_run: HostRun) -> None:
         assert host_run.link is not None
@@ -592,6 +671,10 @@ def _reason(result: transport.Result) -> str:
         text = " ".join(line.strip() for line in lines[first:first + 6])
         return text.removeprefix("conveyor: ")[:600]
     return lines[-1][:600] if lines else f"exit status {result.exit_status}"
+
+
+def _reason_of(exc: StepFailed) -> str:
+    return str(exc).split(" failed: ", 1)[-1]
 
 
 def _stuck_summary(stuck: list[HostRun], release_id: str) -> str | None:

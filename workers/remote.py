@@ -35,6 +35,7 @@ __all__ = [
     "EXIT_USAGE",
     "REQUIRED_TOOLS",
     "InvalidStepError",
+    "Lacks",
     "Prepared",
     "ProbeResult",
     "Step",
@@ -43,11 +44,15 @@ __all__ = [
     "artifact_path",
     "check_path",
     "check_shared",
+    "delta_path",
     "discard",
+    "files_path",
     "healthcheck",
     "healthcheck_seconds",
     "inspect",
+    "lacks",
     "parse_fields",
+    "parse_lacks",
     "parse_prepare",
     "parse_probe",
     "prepare",
@@ -120,6 +125,16 @@ class Prepared:
 
 
 @dataclass(frozen=True)
+class Lacks:
+    """What :func:`lacks` printed: the live release, whether the host can assemble the new
+    release from it, and the files it lacks then."""
+
+    previous: str | None
+    usable: bool
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class ProbeResult:
     """What :func:`probe` found on a host."""
 
@@ -137,16 +152,29 @@ def probe(path: str, sha256: str, size: int, *, look: bool = False) -> Step:
 
 
 def prepare(path: str, sha256: str, release_id: str, env: Mapping[str, str], *,
-            shared: Iterable[str] = (), hooks: Iterable[str] = ()) -> Step:
+            shared: Iterable[str] = (), hooks: Iterable[str] = (),
+            assemble_from: tuple[str, str] | None = None) -> Step:
     """Verify the uploaded artifact, unpack it into ``releases/<release_id>``, link the
     ``shared`` entries from ``<path>/shared`` and run the before_activate ``hooks`` there.
     Exits :data:`EXIT_NO_ARTIFACT` or :data:`EXIT_CORRUPT` when the artifact is missing or
     corrupt (upload it, then prepare again);
-    sets ``CONVEYOR_PREVIOUS_RELEASE_PATH`` itself, from what is live."""
-    args = (check_path(path), _sha256(sha256), _release_id(release_id))
+    sets ``CONVEYOR_PREVIOUS_RELEASE_PATH`` itself, from what is live.
+    With ``assemble_from`` (a release id and the sha256 of the artifact's list of files),
+    the release is assembled from that release and the changed files sent to
+    :func:`delta_path`, and checked against the list sent to :func:`files_path`; it exits
+    :data:`EXIT_CORRUPT` when the result does not match (send the whole artifact then)."""
+    args: tuple[str, ...] = (check_path(path), _sha256(sha256), _release_id(release_id))
+    if assemble_from is not None:
+        args += (_release_id(assemble_from[0]), _sha256(assemble_from[1]))
     entries = [check_shared(entry) for entry in shared]
     params = {**_list("shared", entries), **_list("before_activate", hooks)}
     return _step("prepare", *args, env=env, params=params)
+
+
+def lacks(path: str, sha256: str) -> Step:
+    """Say which files of the artifact the host lacks given its live release, from the
+    artifact's list of files sent to :func:`files_path` first; changes nothing."""
+    return _step("lacks", check_path(path), _sha256(sha256))
 
 
 def activate(path: str, release_id: str, env: Mapping[str, str]) -> Step:
@@ -212,6 +240,16 @@ def artifact_path(path: str, sha256: str) -> str:
     return f"{check_path(path)}/.conveyor/artifacts/{_sha256(sha256)}.tar.gz"
 
 
+def files_path(path: str, sha256: str) -> str:
+    """Where the artifact's list of files is sent for :func:`lacks` and :func:`prepare`."""
+    return f"{check_path(path)}/.conveyor/artifacts/{_sha256(sha256)}.files"
+
+
+def delta_path(path: str, sha256: str) -> str:
+    """Where the changed files (a plain tar) are sent for an incremental :func:`prepare`."""
+    return f"{check_path(path)}/.conveyor/artifacts/{_sha256(sha256)}.delta.tar"
+
+
 def check_path(path: str) -> str:
     """Return ``path`` if it is a safe absolute path on a host, else raise InvalidStepError."""
     normalised = _PATH.fullmatch(path) and posixpath.normpath(path) == path and "//" not in path
@@ -266,6 +304,17 @@ def parse_prepare(stdout: str) -> Prepared:
     """Read the output of :func:`prepare` (also of one that failed)."""
     fields = parse_fields(stdout)
     return Prepared(previous=fields.get("previous") or None, release=fields.get("release") or None)
+
+
+def parse_lacks(stdout: str) -> Lacks:
+    """Read the output of :func:`lacks`."""
+    fields = parse_fields(stdout)
+    if "previous" not in fields or fields.get("usable") not in ("yes", "no"):
+        raise ValueError(f"lacks printed something unexpected: {stdout[:200]!r}")
+    names = tuple(line[len("lacks="):] for line in stdout.splitlines()
+                  if line.startswith("lacks="))
+    return Lacks(previous=fields["previous"] or None, usable=fields["usable"] == "yes",
+                 names=names)
 
 
 def parse_probe(stdout: str) -> ProbeResult:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from app.cli import local
 from app.cli.output import CommandError
@@ -20,6 +21,7 @@ QUEUE_ORDER = ("deploys", "builds", "notify")
 def web(settings: Settings, bind: str, workers: int) -> int:
     """Bring the schema up to date, then become gunicorn serving `app:create_app()`."""
     local.prepare(settings)
+    metrics_dir(settings)
     os.execv(sys.executable, gunicorn_argv(bind, workers))  # noqa: S606
     return 1  # pragma: no cover - execv does not return
 
@@ -30,7 +32,8 @@ def gunicorn_argv(bind: str, workers: int) -> list[str]:
     heartbeat_dir = "/dev/shm"  # noqa: S108
     return [sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", str(workers),
             "--worker-class", "gthread", "--threads", "4", "--access-logfile", "-",
-            "--worker-tmp-dir", heartbeat_dir, "app:create_app()"]
+            "--worker-tmp-dir", heartbeat_dir, "--config", "python:app.gunicorn_conf",
+            "app:create_app()"]
 
 
 def worker(settings: Settings, queues: Sequence[str], count: int) -> int:
@@ -40,7 +43,40 @@ def worker(settings: Settings, queues: Sequence[str], count: int) -> int:
         raise CommandError(2, f"there is no queue {unknown[0]!r}; the queues are"
                               f" {', '.join(QUEUE_ORDER)}")
     local.prepare(settings)
+    metrics_dir(settings)
+    serve_metrics(settings)
     return supervise(worker_argvs(count, queues))
+
+
+def metrics_dir(settings: Settings) -> None:
+    """Where this machine's processes keep their metric files (for them and their children):
+    PROMETHEUS_MULTIPROC_DIR when given, else the data directory's `metrics`."""
+    from app.metrics import MULTIPROC_ENV
+
+    directory = os.environ.get(MULTIPROC_ENV) or str(settings.data_dir / "metrics")
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    os.environ[MULTIPROC_ENV] = directory
+
+
+def serve_metrics(settings: Settings) -> None:
+    """On a machine without the web process: this machine's metrics at CONVEYOR_METRICS_PORT
+    (`9100`, on 127.0.0.1, or `ADDRESS:9100`), when it is set. It has no token: bind it
+    where only Prometheus reaches."""
+    given = os.environ.get("CONVEYOR_METRICS_PORT")
+    if not given:
+        return
+    address, _, port = given.rpartition(":")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise CommandError(2, f"CONVEYOR_METRICS_PORT: {given[:40]!r} is not a port "
+                              "(9100, or ADDRESS:9100)")
+    from prometheus_client import start_http_server
+
+    from app.metrics import scrape
+    from app.queue import Jobs, connect
+
+    jobs = Jobs(connect(settings.redis_url))
+    start_http_server(int(port), addr=address.strip("[]") or "127.0.0.1",
+                      registry=scrape(jobs.depths))
 
 
 def worker_argvs(count: int, queues: Sequence[str] = ()) -> list[list[str]]:
@@ -63,6 +99,8 @@ def up(settings: Settings, bind: str, count: int) -> int:
         env["CONVEYOR_API_TOKEN"] = secrets.token_urlsafe(24)
         print(f"API token for this run: {env['CONVEYOR_API_TOKEN']}", flush=True)
     local.prepare(settings)
+    metrics_dir(settings)
+    env.setdefault("PROMETHEUS_MULTIPROC_DIR", os.environ["PROMETHEUS_MULTIPROC_DIR"])
     print(f"Conveyor is listening on http://{bind}", flush=True)
     return supervise([gunicorn_argv(bind, 2), *worker_argvs(count)], env)
 
@@ -72,6 +110,10 @@ def rq_worker(settings: Settings, queues: Sequence[str], with_scheduler: bool) -
     from redis import Redis
     from rq.serializers import JSONSerializer
 
+    from app import metrics
+
+    metrics_dir(settings)
+    metrics.share_files_across_forks()  # before anything is recorded in this process
     # Also reads the migration scripts once here, so that each job's fork need not.
     local.check_schema(settings)
     from workers import recovery

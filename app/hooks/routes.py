@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 from redis.exceptions import RedisError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from app import config as cfg
-from app import pipeline
+from app import metrics, pipeline
 from app.context import Context
 from app.events import Ignored
 from app.hooks import Forge, HookError, gitea, github, gitlab
@@ -41,6 +41,15 @@ def hook(provider: str):  # type: ignore[no-untyped-def]
         pipeline.record_attempt(ctx, received, pipeline.Answer(503, {"error": "Redis is down"}))
         raise
     return jsonify(answer.body), answer.status
+
+
+@blueprint.after_request
+def _count(response: Response) -> Response:
+    """Every answer to a delivery counts, the app's own 503s too (they pass through here)."""
+    provider = (request.view_args or {}).get("provider")
+    if provider is not None:
+        metrics.delivery(provider, response.status_code)
+    return response
 
 
 def _receive(ctx: Context, forge: Forge, received: pipeline.Received) -> pipeline.Answer:

@@ -9,7 +9,10 @@ The request path is kept short because forges wait for it and send in bursts: on
 connection; one insert that makes the build of a commit never seen, unless the delivery is
 done already, and one per deployment (the database's uniqueness settles races); one job
 queued (`workers.intake.dispatch` queues the build and the pending statuses); one insert
-that records the delivery. Anything else (a redelivery after an outage, a commit built
+that records the delivery. On PostgreSQL the inserts are one statement (one round trip):
+the build, its deployments and the delivery recorded as done, in CTEs; should the job then
+fail to be queued, the delivery's record is taken back, so that its redelivery does the
+work. Anything else (a redelivery after an outage, a commit built
 before, the same push from a second hook) takes the slow way through the pipeline's own
 find-or-create functions, which hold the policy (rebuilds, reuse, `paths:`).
 """
@@ -23,7 +26,8 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, cast, exists, select
+from redis.exceptions import RedisError
+from sqlalchemy import Connection, Table, bindparam, cast, delete, exists, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
@@ -161,11 +165,19 @@ def _ignored(received: Received, reason: str) -> Answer:
 def _receive_work(ctx: Context, conn: Connection, received: Received, project: cfg.Project,
                   work: _Work) -> Answer:
     """Queue a build (and deployments, for a push) once, however often the work is asked for."""
-    claimed = _claim_new(conn, received, project, work)
-    if claimed is not None:  # the common case: a commit never seen, a delivery never done
-        build_id, deployment_ids = claimed
-        _queue_dispatch(ctx, build_id, deployment_ids, work.forge_project)
-        return _record_done(conn, received, _queued(received, build_id, deployment_ids))
+    if conn.dialect.name == "postgresql":
+        claimed = _claim_and_record(conn, received, project, work)
+        if claimed is not None:  # the delivery is recorded as done already
+            build_id, deployment_ids = claimed
+            _queue_dispatch_or_take_back(ctx, conn, received, build_id, deployment_ids,
+                                         work.forge_project)
+            return _queued(received, build_id, deployment_ids)
+    else:
+        claimed = _claim_new(conn, received, project, work)
+        if claimed is not None:  # the common case: a commit never seen, a delivery never done
+            build_id, deployment_ids = claimed
+            _queue_dispatch(ctx, build_id, deployment_ids, work.forge_project)
+            return _record_done(conn, received, _queued(received, build_id, deployment_ids))
     seen = _done_answer(conn, received)
     if seen is not None:
         return seen
@@ -192,9 +204,30 @@ def _queue_dispatch(ctx: Context, build_id: int, deployment_ids: list[int],
     retried; like the build job itself, it only needs Redis and the database to be up."""
     from rq import Retry
 
+    # Only the delivery that made the build gets here: no other can have queued its job.
     ctx.jobs.enqueue("notify", "workers.intake.dispatch", build_id, deployment_ids,
                      forge_project, job_id=f"dispatch-{build_id}-1", timeout=120,
-                     retry=Retry(max=8, interval=[1, 5, 15, 60, 300, 900, 1800, 3600]))
+                     retry=Retry(max=8, interval=[1, 5, 15, 60, 300, 900, 1800, 3600]),
+                     unique=False)
+
+
+def _queue_dispatch_or_take_back(ctx: Context, conn: Connection, received: Received,
+                                 build_id: int, deployment_ids: list[int],
+                                 forge_project: str) -> None:
+    """Queue the dispatch job of a delivery recorded as done already; if Redis cannot take
+    it, the record is taken back (the route records the attempt as not done), so that a
+    redelivery finds the rows and queues the work."""
+    try:
+        _queue_dispatch(ctx, build_id, deployment_ids, forge_project)
+    except RedisError:
+        try:
+            conn.execute(_statement(conn, "undone"), {
+                "provider": received.provider, "delivery_id": received.delivery_id})
+        except SQLAlchemyError as exc:
+            log.error("delivery %r is recorded as done but its work was not queued (%s):"
+                      " retry build %s by hand", received.delivery_id, type(exc).__name__,
+                      build_id)
+        raise
 
 
 def _find_or_create(ctx: Context, project: cfg.Project,
@@ -237,6 +270,34 @@ def _claim_new(conn: Connection, received: Received, project: cfg.Project,
     return build_id, deployment_ids
 
 
+def _claim_and_record(conn: Connection, received: Received, project: cfg.Project,
+                      work: _Work) -> tuple[int, list[int]] | None:
+    """PostgreSQL: `_claim_new` and `_record_done` in one statement. The delivery is
+    recorded (done, answered 202) only when the build and every deployment were made by it;
+    None otherwise (the caller takes the slow way, as for `_claim_new`)."""
+    deployments = [push_deployment(project, env, 0, work.push)
+                   for env in (work.environments if work.push is not None else ())]
+    since, base = work.question or (None, None)
+    values = {
+        **new_build(project, sha=work.sha, ref=work.ref, repository=work.repository,
+                    clone_url=work.clone_url),
+        "changes_since": since, "changes_base": base or None,
+        **_defaults(Build.__table__, "b_"),
+        **{f"d_{name}": [d[name] for d in deployments] for name in _DEPLOYMENT_ARRAYS},
+        **_defaults(Deployment.__table__, "d_"),
+        "expected": len(deployments),
+        **{f"r_{key}": value for key, value in _row(
+            received, Answer(202, {}), done=True).items() if key not in ("answer", "done")},
+        "provider": received.provider, "delivery_id": received.delivery_id}
+    try:
+        found = conn.execute(_statement(conn, "claim_and_record"), values).one_or_none()
+    except IntegrityError:  # the same delivery id done meanwhile with other work
+        return None
+    if found is None or not found.recorded:
+        return None
+    return found.build_id, list(found.deployment_ids or [])
+
+
 # The columns intake gives a new build; the model's defaults give the others (queued, ...).
 _BUILD_COLUMNS = ("project", "sha", "settings_hash", "ref", "repository", "clone_url",
                   "changes_since", "changes_base")
@@ -266,7 +327,86 @@ def _statements(dialect: str) -> dict[str, Any]:
         "deployment": insert(deployments).on_conflict_do_nothing(
             index_elements=list(DEPLOYMENT_KEY)).returning(deployments.c.id),
         "delivery": insert(deliveries),
+        "undone": delete(deliveries).where(
+            deliveries.c.provider == bindparam("provider"),
+            deliveries.c.delivery_id == bindparam("delivery_id"), deliveries.c.done),
+        **({"claim_and_record": _claim_and_record_statement()} if dialect == "postgresql"
+           else {}),
     }
+
+
+# A push's deployments differ by these; the build's id comes from the statement itself.
+_DEPLOYMENT_ARRAYS = ("project", "environment", "trigger", "sha", "ref")
+_DELIVERY_COLUMNS = ("provider", "delivery_id", "event", "project", "repository", "ref", "sha",
+                     "status_code", "reason", "received_at", "duration_ms")
+
+
+def _claim_and_record_statement() -> Any:
+    """One round trip on PostgreSQL: the build (unless the delivery is done), its
+    deployments, and the delivery recorded as done with its answer, as data-modifying CTEs.
+    Each value is cast to its column's type; the models' own defaults fill the rest."""
+    builds, deployments = Build.__table__, Deployment.__table__
+    build_columns = [*_BUILD_COLUMNS, *_defaults(builds, "")]
+    deployment_defaults = list(_defaults(deployments, ""))
+    arrays = ", ".join(f"CAST(:d_{name} AS {_pg_type(deployments, name)}[])"
+                       for name in _DEPLOYMENT_ARRAYS)
+    return text(f"""
+WITH build AS (
+    INSERT INTO builds ({", ".join(build_columns)})
+    SELECT {", ".join(_pg_param(builds, name, "" if name in _BUILD_COLUMNS else "b_")
+                      for name in build_columns)}
+    WHERE NOT EXISTS (SELECT 1 FROM deliveries WHERE provider = CAST(:provider AS VARCHAR)
+                      AND delivery_id = CAST(:delivery_id AS VARCHAR) AND done)
+    ON CONFLICT ({", ".join(BUILD_KEY)}) DO NOTHING
+    RETURNING id
+), deployment AS (
+    INSERT INTO deployments ({", ".join((*_DEPLOYMENT_ARRAYS, "build_id", *deployment_defaults))})
+    SELECT {", ".join(f"v.{name}" for name in _DEPLOYMENT_ARRAYS)}, build.id,
+           {", ".join(_pg_param(deployments, name, "d_") for name in deployment_defaults)}
+    FROM build, unnest({arrays})
+        WITH ORDINALITY AS v({", ".join(_DEPLOYMENT_ARRAYS)}, n)
+    ORDER BY v.n
+    ON CONFLICT ({", ".join(DEPLOYMENT_KEY)}) DO NOTHING
+    RETURNING id
+), delivery AS (
+    INSERT INTO deliveries ({", ".join(_DELIVERY_COLUMNS)}, answer, done)
+    SELECT {", ".join(_pg_param(Delivery.__table__, name, "r_") for name in _DELIVERY_COLUMNS)},
+           json_build_object('delivery', CAST(:delivery_id AS TEXT),
+                             'builds', json_build_array(build.id),
+                             'deployments', COALESCE((SELECT json_agg(id ORDER BY id)
+                                                      FROM deployment), '[]'::json)),
+           true
+    FROM build
+    WHERE (SELECT count(*) FROM deployment) = CAST(:expected AS INTEGER)
+    RETURNING id
+)
+SELECT build.id AS build_id,
+       (SELECT array_agg(id ORDER BY id) FROM deployment) AS deployment_ids,
+       EXISTS (SELECT 1 FROM delivery) AS recorded
+FROM build""")  # noqa: S608 - every name above is the models', every value a parameter
+
+
+def _defaults(table: Table, prefix: str) -> dict[str, Any]:
+    """The model's Python-side defaults (evaluated now) of the columns intake leaves to it,
+    named `prefix` + column."""
+    return {f"{prefix}{key}": default.arg(None) if default.is_callable else default.arg
+            for key, default in _defaulted(table)}
+
+
+@cache
+def _defaulted(table: Table) -> tuple[tuple[str, Any], ...]:
+    given = {*_BUILD_COLUMNS, *_DEPLOYMENT_ARRAYS, "build_id"}
+    return tuple((column.key, column.default) for column in table.c
+                 if not column.primary_key and column.default is not None
+                 and column.key not in given)
+
+
+def _pg_param(table: Table, name: str, prefix: str) -> str:
+    return f"CAST(:{prefix}{name} AS {_pg_type(table, name)})"
+
+
+def _pg_type(table: Table, name: str) -> str:
+    return str(table.c[name].type.compile(dialect=postgresql.dialect()))
 
 
 def _value(column: Any, dialect: str) -> Any:

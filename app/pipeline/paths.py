@@ -22,6 +22,7 @@ from app import config as cfg
 from app.context import Context
 from app.models import Build, Deployment, utcnow
 from app.pipeline.common import log
+from app.pipeline.measure import measure
 from app.pipeline.report import report_build, report_deployment
 from app.pipeline.rules import UNCHANGED, touches
 
@@ -112,8 +113,10 @@ def skip_build(ctx: Context, build_id: int, reason: str, *, since: str | None = 
             Deployment.build_id == build_id, Deployment.state.in_(WAITING)))
     log(ctx, reason, build_id=build_id)
     if build is not None:
+        measure(build)
         report_build(ctx, build)
     for deployment in skipped:
+        measure(deployment)
         report_deployment(ctx, deployment)
     return True
 

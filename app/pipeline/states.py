@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from app.context import Context
 from app.models import Build, Deployment, utcnow
 from app.pipeline.chat import report_chat
+from app.pipeline.measure import measure
 from app.pipeline.report import report_build, report_deployment
 from app.pipeline.rules import mask
 
@@ -71,6 +72,7 @@ class Changes:
 
     def report(self) -> None:
         for row in self.moved:
+            measure(row)
             if isinstance(row, Build):
                 report_build(self.ctx, row)
             else:

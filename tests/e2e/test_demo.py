@@ -200,9 +200,13 @@ def test_demo_waits_for_a_person_to_approve_and_ctrl_c_stops_everything(
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        if process.poll() is None:  # a failed test: let the demo stop what it started
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
     with pytest.raises(requests.ConnectionError):
         requests.get(production, timeout=5)
     assert not folder.exists()

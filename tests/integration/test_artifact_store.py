@@ -64,7 +64,8 @@ def test_a_deploy_worker_fetches_the_artifact_once_verifies_it_and_reuses_it(
     artifact = uploaded(s, "one")
     key = f"shop/shop/{artifact.sha256}.tar.gz"
     assert artifact.path == f"s3://{s3.bucket}/{key}"
-    assert s3.objects() == [key, f"{key}.sha256"]
+    index = f"shop/shop/{artifact.sha256}.index.json"  # where incremental deploys read
+    assert s3.objects() == [index, key, f"{key}.sha256"]
     body = s3.client().get_object(Bucket=s3.bucket, Key=f"{key}.sha256")["Body"].read()
     assert body.decode() == f"{artifact.sha256}  {artifact.sha256}.tar.gz\n"
     assert not list((tmp_path / "artifacts").glob("*.tar.gz"))  # the bucket is its home
@@ -77,6 +78,9 @@ def test_a_deploy_worker_fetches_the_artifact_once_verifies_it_and_reuses_it(
     assert all((h.root / "current/dist/app.txt").read_text() == "one" for h in s.fleet.hosts)
     copy = cache(s.ctx) / f"{artifact.sha256}.tar.gz"
     assert hashlib.sha256(copy.read_bytes()).hexdigest() == artifact.sha256
+    fetched = cache(s.ctx) / f"{artifact.sha256}.index.json"
+    assert fetched.read_bytes() == s3.client().get_object(
+        Bucket=s3.bucket, Key=index)["Body"].read()
     assert any(line.startswith(f"fetched the artifact from {artifact.path}")
                and line.endswith("sha256 verified") for line in s.log(done.id))
 
@@ -181,7 +185,7 @@ def test_the_build_job_uploads_and_old_artifacts_leave_the_bucket_and_the_cache(
             artifacts.cached(ctx, "shop", pipeline.Artifact(
                 first.artifact_path, first.artifact_sha256 or "", first.artifact_size or 0),
                 lambda _line: None)
-    assert len(s3.objects()) == 2
+    assert len(s3.objects()) == 3  # the artifact, its sha256 and its index
     assert any("uploaded the artifact to s3://" in line for line in log(ctx, ids[0]))
     assert not list((ctx.settings.data_dir / "artifacts").rglob("*.tar.gz"))
 
@@ -189,11 +193,13 @@ def test_the_build_job_uploads_and_old_artifacts_leave_the_bucket_and_the_cache(
     second = row(ctx, ids[1])
     assert row(ctx, ids[0]).artifact_path is None
     assert s3.objects() == sorted([f"shop/shop/{second.artifact_sha256}.tar.gz",
-                                f"shop/shop/{second.artifact_sha256}.tar.gz.sha256"])
+                                   f"shop/shop/{second.artifact_sha256}.tar.gz.sha256",
+                                   f"shop/shop/{second.artifact_sha256}.index.json"])
     assert list(cache(ctx).glob("*.tar.gz"))
-    assert artifacts.prune_cache(ctx, "shop") == [
-        cache(ctx) / f"{row(ctx, ids[0]).artifact_sha256}.tar.gz"]
-    assert not list(cache(ctx).glob("*.tar.gz"))
+    old = row(ctx, ids[0]).artifact_sha256
+    assert sorted(artifacts.prune_cache(ctx, "shop")) == [
+        cache(ctx) / f"{old}.index.json", cache(ctx) / f"{old}.tar.gz"]
+    assert not list(cache(ctx).iterdir())
 
 
 def test_aws_secrets_are_masked_in_what_is_stored(

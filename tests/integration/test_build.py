@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tarfile
 from pathlib import Path
@@ -12,6 +13,7 @@ from app import pipeline
 from app.config import Build, Project
 from tests.support.gitrepo import GitRepo
 from workers import build
+from workers import manifest as files_list
 
 
 def order(repo: GitRepo, sha: str, **build_settings: object) -> pipeline.BuildOrder:
@@ -56,11 +58,31 @@ def test_the_same_commit_packs_to_the_same_bytes(tmp_path: Path, git_repo: GitRe
     assert Path(artifacts[0].path).name == f"{artifacts[0].sha256}.tar.gz"
     with tarfile.open(artifacts[0].path) as tar:
         members = tar.getmembers()
+        listed = files_list.parse(tar.extractfile(".conveyor-files").read())  # type: ignore[union-attr]
+        release = tar.extractfile(".conveyor-release.json").read()  # type: ignore[union-attr]
     assert [m.name for m in members] == [
-        "dist", "dist/a", "dist/a/x.sh", "dist/b.txt", ".conveyor-release.json"]
+        ".conveyor-files", "dist", "dist/a", "dist/a/x.sh", "dist/b.txt",
+        ".conveyor-release.json"]
     assert {(m.uid, m.gid, m.uname, m.mtime) for m in members} == {
         (0, 0, "", build.commit_time(mirror, sha))}
-    assert members[2].mode == 0o755 and members[3].mode == 0o644
+    assert members[3].mode == 0o755 and members[4].mode == 0o644
+    # The list names every entry but itself, each file with its mode, size and sha256.
+    assert listed == [
+        files_list.file(".conveyor-release.json", 0o644, len(release),
+                        hashlib.sha256(release).hexdigest()),
+        files_list.folder("dist"), files_list.folder("dist/a"),
+        files_list.file("dist/a/x.sh", 0o755, 10, hashlib.sha256(b"#!/bin/sh\n").hexdigest()),
+        files_list.file("dist/b.txt", 0o644, 1, hashlib.sha256(b"b").hexdigest())]
+
+
+def test_an_artifact_with_a_name_that_is_not_plain_has_no_list(tmp_path: Path) -> None:
+    workspace = tmp_path / "ws"
+    (workspace / "dist").mkdir(parents=True)
+    (workspace / "dist/a b.txt").write_text("x")
+    os.symlink("a b.txt", workspace / "dist/link")
+    artifact = build.pack(workspace, ("dist",), tmp_path / "out", {"time": 0})
+    with tarfile.open(artifact.path) as tar:
+        assert tar.getnames() == ["dist", "dist/a b.txt", "dist/link", ".conveyor-release.json"]
 
 
 def test_an_artifact_link_leading_outside_is_refused(tmp_path: Path) -> None:

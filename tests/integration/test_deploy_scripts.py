@@ -17,7 +17,7 @@ import pytest
 
 import deploy_scripts
 from app import pipeline
-from workers import remote
+from workers import build, remote
 from workers.remote import Step
 from workers.transport import DeadlineExceeded, LocalTransport, Result
 
@@ -518,3 +518,107 @@ def test_local_put_leaves_no_part_file(host: LocalTransport, tmp_path: Path) -> 
 def pgrep(pattern: str) -> str:
     result = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True, check=False)
     return result.stdout
+
+
+# --- incremental prepare (lacks.sh, prepare.sh FROM FILES_SHA256) --------------------------
+
+
+def _listed_artifact(tmp_path: Path, content: str, time: int) -> tuple[bytes, bytes]:
+    """An artifact packed by the build (with its list of files) and that list."""
+    workspace = tmp_path / f"ws-{time}"
+    (workspace / "dist/sub").mkdir(parents=True, exist_ok=True)
+    (workspace / "dist/app.txt").write_text(content)
+    (workspace / "dist/sub/same.txt").write_text("unchanged\n")
+    os.symlink("app.txt", workspace / "dist/latest")
+    made = build.pack(workspace, ("dist",), tmp_path / "out", {"time": time})
+    with tarfile.open(made.path) as tar:
+        listed = tar.extractfile(".conveyor-files").read()  # type: ignore[union-attr]
+    return Path(made.path).read_bytes(), listed
+
+
+def _send_list(host: LocalTransport, root: Path, tmp_path: Path, sha256: str,
+               listed: bytes) -> None:
+    (tmp_path / "files").write_bytes(listed)
+    host.put(tmp_path / "files", remote.files_path(str(root), sha256), timeout=TIMEOUT)
+
+
+def _send_delta(host: LocalTransport, root: Path, tmp_path: Path, sha256: str,
+                members: dict[str, bytes]) -> None:
+    with tarfile.open(tmp_path / "delta.tar", "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    host.put(tmp_path / "delta.tar", remote.delta_path(str(root), sha256), timeout=TIMEOUT)
+
+
+def test_lacks_names_the_changed_files_and_prepare_assembles_from_links(
+    host: LocalTransport, root: Path, tmp_path: Path
+) -> None:
+    first, _ = _listed_artifact(tmp_path, "one\n", 1)
+    old = deploy(host, root, tmp_path, 1, first)
+    second, listed = _listed_artifact(tmp_path, "two\n", 2)
+    sha256 = hashlib.sha256(second).hexdigest()
+    _send_list(host, root, tmp_path, sha256, listed)
+    said = remote.parse_lacks(ok(host.run(remote.lacks(str(root), sha256), timeout=TIMEOUT)))
+    assert (said.previous, said.usable) == (old, True)
+    assert set(said.names) == {"dist/app.txt", ".conveyor-release.json"}
+    with tarfile.open(fileobj=io.BytesIO(second)) as tar:
+        received = {name: tar.extractfile(name).read()  # type: ignore[union-attr]
+                    for name in said.names}
+    _send_delta(host, root, tmp_path, sha256, received)
+    new = release(2)
+    step = remote.prepare(str(root), sha256, new, ENV,
+                          assemble_from=(old, hashlib.sha256(listed).hexdigest()))
+    assert ok(host.run(step, timeout=TIMEOUT)).endswith(f"release={new}\n")
+    made = root / "releases" / new
+    assert (made / "dist/app.txt").read_text() == "two\n"
+    assert os.readlink(made / "dist/latest") == "app.txt"
+    assert (made / "dist/sub/same.txt").stat().st_ino == \
+        (root / "releases" / old / "dist/sub/same.txt").stat().st_ino  # a hard link
+    assert (root / "releases" / old / "dist/app.txt").read_text() == "one\n"
+    assert (made / ".conveyor-files").read_bytes() == listed
+    assert not list((root / ".conveyor/artifacts").glob(f"{sha256}.*"))
+
+
+@pytest.mark.parametrize("damage", ["content", "unsafe", "extra"])
+def test_an_assembled_release_that_does_not_match_its_list_is_refused(
+    host: LocalTransport, root: Path, tmp_path: Path, damage: str
+) -> None:
+    first, _ = _listed_artifact(tmp_path, "one\n", 1)
+    old = deploy(host, root, tmp_path, 1, first)
+    second, listed = _listed_artifact(tmp_path, "two\n", 2)
+    sha256 = hashlib.sha256(second).hexdigest()
+    _send_list(host, root, tmp_path, sha256, listed)
+    with tarfile.open(fileobj=io.BytesIO(second)) as tar:
+        release_json = tar.extractfile(".conveyor-release.json").read()  # type: ignore[union-attr]
+    members = {".conveyor-release.json": release_json,
+               "dist/app.txt": b"twX\n" if damage == "content" else b"two\n"}
+    if damage == "unsafe":
+        members["../../outside/evil"] = b"x"
+    if damage == "extra":
+        members["dist/extra.txt"] = b"not listed"
+    _send_delta(host, root, tmp_path, sha256, members)
+    new = release(2)
+    result = host.run(remote.prepare(str(root), sha256, new, ENV,
+                                     assemble_from=(old, hashlib.sha256(listed).hexdigest())),
+                      timeout=TIMEOUT)
+    assert result.exit_status == (remote.EXIT_UNSAFE_ARTIFACT if damage == "unsafe"
+                                  else remote.EXIT_CORRUPT), result.stderr
+    assert not (root / "releases" / new).exists()
+    assert sorted(p.name for p in (root / "releases").iterdir()) == [old]
+    assert list((tmp_path / "outside").iterdir()) == []
+    assert (root / "releases" / old / "dist/app.txt").read_text() == "one\n"
+
+
+def test_a_live_release_holding_a_name_that_is_not_plain_is_not_built_on(
+    host: LocalTransport, root: Path, tmp_path: Path
+) -> None:
+    first, _ = _listed_artifact(tmp_path, "one\n", 1)
+    old = deploy(host, root, tmp_path, 1, first)
+    (root / "releases" / old / "dist/made by a hook.txt").write_text("x")
+    second, listed = _listed_artifact(tmp_path, "two\n", 2)
+    sha256 = hashlib.sha256(second).hexdigest()
+    _send_list(host, root, tmp_path, sha256, listed)
+    said = remote.parse_lacks(ok(host.run(remote.lacks(str(root), sha256), timeout=TIMEOUT)))
+    assert (said.previous, said.usable, said.names) == (old, False, ())

@@ -1,5 +1,6 @@
 """A TCP proxy on loopback that a test can cut and restore: a database or Redis that goes
-away under a running process (connections reset, new ones refused) and comes back."""
+away under a running process (connections reset, new ones refused) and comes back. It
+counts the bytes clients send through it (`sent`), e.g. what a deployment sends a host."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
         self._listener: socket.socket | None = None
+        self.sent = 0  # bytes from clients to the target, over every connection
 
     def start(self) -> None:
         listener = socket.socket()
@@ -63,13 +65,16 @@ class TcpProxy:
                     upstream.close()
                     return
                 self._sockets |= {client, upstream}
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+            for source, sink, up in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(target=self._pump, args=(source, sink, up), daemon=True).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket, up: bool = False) -> None:
         try:
             while data := source.recv(65536):
                 sink.sendall(data)
+                if up:
+                    with self._lock:
+                        self.sent += len(data)
         except OSError:
             pass
         finally:

@@ -230,3 +230,27 @@ def test_a_watch_round_is_one_attempt_of_the_health_check_without_hooks() -> Non
         "health_interval": "2", "health_timeout": "7",
     }
     assert step.script == remote.after_activate(PATH, RELEASE, {}).script
+
+
+def test_incremental_steps_and_their_files() -> None:
+    env = {"CONVEYOR_REF": "refs/heads/main"}
+    previous = "20261127T221500Z-def5678"
+    files = "b" * 64
+    assert remote.lacks(PATH, SHA256).args == (PATH, SHA256)
+    assert remote.prepare(PATH, SHA256, RELEASE, env, assemble_from=(previous, files)).args \
+        == (PATH, SHA256, RELEASE, previous, files)
+    with pytest.raises(InvalidStepError):
+        remote.prepare(PATH, SHA256, RELEASE, env, assemble_from=("../x", files))
+    assert remote.files_path(PATH, SHA256) == f"/srv/shop/.conveyor/artifacts/{SHA256}.files"
+    assert remote.delta_path(PATH, SHA256) == \
+        f"/srv/shop/.conveyor/artifacts/{SHA256}.delta.tar"
+
+
+def test_parse_lacks_reads_the_names_and_refuses_other_output() -> None:
+    found = remote.parse_lacks("previous=20261127T221500Z-def5678\nusable=yes\n"
+                               "lacks=dist/a.txt\nlacks=.conveyor-release.json\n")
+    assert found == remote.Lacks("20261127T221500Z-def5678", True,
+                                 ("dist/a.txt", ".conveyor-release.json"))
+    assert remote.parse_lacks("previous=\nusable=no\n") == remote.Lacks(None, False, ())
+    with pytest.raises(ValueError):
+        remote.parse_lacks("something else\n")
