@@ -172,8 +172,8 @@ def test_a_push_built_on_one_machine_goes_live_from_another(
     builder, deployer = tmp_path / "machine-builder", tmp_path / "machine-deployer"
     assert [path for path, _sha256 in builds] == [
         f"s3://{s3.bucket}/shop/shop/{sha256}.tar.gz" for _path, sha256 in builds]
-    assert len(builds) == 2 and len(s3.objects()) == 4
-    assert not list(builder.rglob("*.tar.gz"))
+    assert len(builds) == 2 and len(s3.objects()) == 6  # each: artifact, sha256, index
+    assert not list(builder.rglob("*.tar.gz")) and not list(builder.rglob("*.index.json"))
     cached = sorted(p.name for p in (deployer / "cache/artifacts/shop").glob("*.tar.gz"))
     assert cached == sorted(f"{sha256}.tar.gz" for _path, sha256 in builds)
     assert not (deployer / "workspaces").exists()
