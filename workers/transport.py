@@ -25,6 +25,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -64,6 +65,18 @@ _REPORT_GRACE = 5.0
 _OUTPUT_LINGER = 2.0
 _READ_SIZE = 65536
 _UPLOAD_CHUNK = 256 * 1024
+# What may be in flight on a channel (sent, its window not yet given back by the host):
+# this much, or what `_FLIGHT_RATE` bytes a second fill in one round trip when that is more.
+# sshd offers a 2 MiB window; a sender that fills it (as paramiko does, from a thread that
+# waits for the GIL) makes sshd buffer megabytes per channel, and on loopback with ten
+# uploads that buffering cost sshd 3x the CPU of the upload itself (bench/deploy.py).
+# OpenSSH 6.9+ gives window back every 3 packets (96 KiB), so this never stalls it.
+_FLIGHT_MIN = 256 * 1024
+_FLIGHT_RATE = 256 * 1024 * 1024  # above what one SSH stream carries, so never a rate cap
+# A host that gives no window back for this long (a loaded host may pause for a second),
+# with less than its window in flight, gives it back late (at half the window, as old
+# servers do): the allowance is dropped for the connection.
+_FLIGHT_STALL = 2.0
 # Run by `sh -c` on the host for an upload, with $1 = the path, $2 = the size: the
 # part file is renamed only when every byte arrived.
 _RECEIVE = (
@@ -343,6 +356,7 @@ class SshTransport(_Closing):
     def __init__(self, host: str, ssh: paramiko.Transport) -> None:
         self.host = host
         self._ssh = ssh
+        self._paced = True  # False once the host was seen to give window back late
 
     def run(self, step: Step, *, timeout: float) -> Result:
         """Run ``step`` as ``timeout ... sh -s -- ARGS`` with :func:`stdin_text` on stdin."""
@@ -388,7 +402,8 @@ class SshTransport(_Closing):
             channel.settimeout(allowed)
             channel.exec_command(shlex.join(timed))
             readers = _start_readers(channel)
-            _send_input(channel, stdin, deadline)
+            flight = _allowance(self._ssh.sock) if self._paced else None
+            self._paced = _send_input(channel, stdin, deadline, flight) and self._paced
             finished = channel.status_event.wait(max(deadline - time.monotonic(), 0))
             stdout, stderr = _finish_readers(channel, readers, _OUTPUT_LINGER if finished else 0)
         except (paramiko.SSHException, OSError) as exc:
@@ -615,20 +630,65 @@ def _whole_seconds(timeout: float) -> int:
     return max(1, math.ceil(timeout))
 
 
-def _send_input(channel: paramiko.Channel, chunks: Iterable[bytes], deadline: float) -> None:
-    """Send a command's stdin, then EOF. Stops early, silently, when the command has
-    gone (its exit status tells why) or ``deadline`` passes (the caller sees it)."""
+def _send_input(channel: paramiko.Channel, chunks: Iterable[bytes], deadline: float,
+                flight: int | None) -> bool:
+    """Send a command's stdin, then EOF, with at most ``flight`` bytes in flight (None: as
+    much as the host's window takes). Stops early, silently, when the command has gone
+    (its exit status tells why) or ``deadline`` passes (the caller sees it). False when
+    the host gave no window back in time: do not pace this connection again."""
+    window = channel.out_window_size  # the host's whole window: nothing sent yet
+    # One SSH packet's worth at a time (paramiko's most per packet): a piece that does not
+    # fill its last packet would send a runt.
+    size = max(channel.out_max_packet_size - 64, 1024)
     try:
         for chunk in chunks:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            # Never shortens the readers' waits below the deadline: see _StreamReader.
-            channel.settimeout(remaining)
-            channel.sendall(chunk)
+            for start in range(0, len(chunk), size):
+                piece = chunk[start:start + size]
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return True
+                if flight is not None and not _room(channel, window, flight - len(piece),
+                                                    min(remaining, _FLIGHT_STALL)):
+                    flight = None
+                # Never shortens the readers' waits below the deadline: see _StreamReader.
+                channel.settimeout(remaining)
+                channel.sendall(piece)
         channel.shutdown_write()
     except OSError:
-        return
+        pass
+    return flight is not None
+
+
+def _room(channel: paramiko.Channel, window: int, limit: int, patience: float) -> bool:
+    """Wait until no more than ``limit`` bytes are in flight on ``channel`` (``window``
+    minus what is left of it); False when the host gave none back for ``patience`` s.
+    paramiko raises the channel's window and notifies this condition under its lock."""
+    with channel.out_buffer_cv:
+        while window - channel.out_window_size > limit and not channel.closed:
+            if not channel.out_buffer_cv.wait(patience):
+                return window - channel.out_window_size <= limit
+    return True
+
+
+def _allowance(sock: object) -> int:
+    """What may be in flight on a channel of the connection over ``sock``: the larger of
+    _FLIGHT_MIN and what _FLIGHT_RATE fills in the path's round trip (Linux tells it)."""
+    rtt = _round_trip(sock)
+    return max(_FLIGHT_MIN, int(rtt * _FLIGHT_RATE)) if rtt is not None else _FLIGHT_MIN
+
+
+def _round_trip(sock: object) -> float | None:
+    """The least round-trip time the kernel saw on a TCP socket, in seconds: the path's
+    own, without the queueing a loaded host adds (``tcpi_min_rtt`` of Linux's ``struct
+    tcp_info``, at byte 148; else its smoothed ``tcpi_rtt``, at byte 68); None elsewhere."""
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 232)  # type: ignore[attr-defined]
+    except (AttributeError, OSError):
+        return None
+    offset = 148 if len(info) >= 152 else 68
+    if len(info) < offset + 4:
+        return None
+    return int.from_bytes(info[offset:offset + 4], sys.byteorder) / 1e6
 
 
 class _StreamReader(threading.Thread):

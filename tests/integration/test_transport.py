@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import paramiko
 import pytest
 
 from tests.support.sshd import SshFleet, SshHost
@@ -213,6 +214,56 @@ def test_put_into_a_missing_folder_fails_and_names_the_host(
     with pytest.raises(TransportError, match=f"uploading a.bin to {target} on {transport.host}"):
         transport.put(local, str(target), timeout=TIMEOUT)
     assert not target.exists()
+
+
+class InFlight:
+    """Records, before each paramiko ``Channel.sendall``, how many bytes the channel has in
+    flight: sent, and not yet given back by the host as window."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.seen: list[int] = []
+        windows: dict[int, int] = {}
+        sendall = paramiko.Channel.sendall
+
+        def recording(channel: paramiko.Channel, data: bytes) -> None:
+            window = windows.setdefault(id(channel), channel.out_window_size)
+            self.seen.append(window - channel.out_window_size)
+            sendall(channel, data)
+
+        monkeypatch.setattr(paramiko.Channel, "sendall", recording)
+
+
+def test_put_keeps_little_in_flight(
+    transport: Transport, fleet: SshFleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sshd offers a 2 MiB window; filling it makes sshd buffer megabytes per channel. On
+    loopback, an upload keeps no more than the allowance (256 KiB) unacknowledged."""
+    in_flight = InFlight(monkeypatch)
+    data = os.urandom(8 * 1024 * 1024)
+    local = tmp_path / "a.bin"
+    local.write_bytes(data)
+    target = fleet.hosts[0].root / "a.bin"
+    transport.put(local, str(target), timeout=TIMEOUT)
+    assert target.read_bytes() == data
+    assert len(in_flight.seen) > 100  # one packet at a time
+    assert max(in_flight.seen) <= 256 * 1024
+
+
+def test_a_host_that_gives_window_back_late_is_no_longer_paced(
+    transport: Transport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A command that stops reading its input holds the host's window: after two seconds
+    without window back, the input goes on unpaced, up to the whole window, and the
+    connection is not paced again (an old server that gives window back only at half of
+    it would otherwise stall every upload)."""
+    assert isinstance(transport, SshTransport)
+    in_flight = InFlight(monkeypatch)
+    chunks = [os.urandom(256 * 1024) for _ in range(6)]
+    argv = ["sh", "-c", "sleep 3; wc -c"]  # steps and uploads read at once: no public way
+    result = transport._exec("a slow reader", argv, chunks, TIMEOUT)
+    assert (result.exit_status, result.stdout.strip()) == (0, str(6 * 256 * 1024))
+    assert max(in_flight.seen) > 256 * 1024
+    assert not transport._paced
 
 
 # --- host keys ----------------------------------------------------------------------------
