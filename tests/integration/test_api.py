@@ -15,19 +15,9 @@ from app import create_app, pipeline
 from app.context import Context
 from app.models import Build, Delivery, DeploymentHost, HostRelease, Release
 from tests.support import conveyor
-from tests.support.history import SHA, add_build, add_deployment
+from tests.support.history import PIPELINE, SHA, add_build, add_deployment
 
-CONFIG = """\
-projects:
-  shop:
-    provider: github
-    repo: acme/shop
-    webhook_secret: ${WEBHOOK_SECRET}
-    build: {artifact: dist}
-    environments:
-      staging: {branches: [main], hosts: [local], path: /srv/shop}
-      production: {promote_from: staging, approval: manual, hosts: [local], path: /srv/prod}
-"""
+CONFIG = PIPELINE
 TOKENS = {"CONVEYOR_API_TOKENS": "alice:alice-token-123,ci:ci-token-12345"}
 ALICE = {"Authorization": "Bearer alice-token-123"}
 CI = {"Authorization": "Bearer ci-token-12345"}

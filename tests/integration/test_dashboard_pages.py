@@ -17,18 +17,9 @@ from app.context import Context
 from app.models import Build, Deployment, LogLine, utcnow
 from tests.support import conveyor
 from tests.support.gitrepo import GitRepo
+from tests.support.history import PIPELINE
 
-CONFIG = """\
-projects:
-  shop:
-    provider: github
-    repo: acme/shop
-    webhook_secret: ${WEBHOOK_SECRET}
-    build: {artifact: dist}
-    environments:
-      staging: {branches: [main], hosts: [local], path: /srv/shop}
-      production: {promote_from: staging, approval: manual, hosts: [local], path: /srv/prod}
-"""
+CONFIG = PIPELINE
 ALICE = "alice-token-for-the-dashboard"
 
 

@@ -19,20 +19,10 @@ from app import create_app
 from app.context import Context
 from app.models import DeploymentHost
 from tests.support import conveyor
-from tests.support.history import SHA, add_build, add_deployment
+from tests.support.history import PIPELINE, SHA, add_build, add_deployment
 
 SCHEMA = Path(__file__).parents[1] / "fixtures" / "openapi" / "oas-3.1-schema-2022-10-07.json"
-CONFIG = """\
-projects:
-  shop:
-    provider: github
-    repo: acme/shop
-    webhook_secret: ${WEBHOOK_SECRET}
-    build: {artifact: dist}
-    environments:
-      staging: {branches: [main], hosts: [local], path: /srv/shop}
-      production: {promote_from: staging, approval: manual, hosts: [local], path: /srv/prod}
-"""
+CONFIG = PIPELINE
 AUTH = {"Authorization": f"Bearer {conveyor.API_TOKEN}"}
 _CONVERTER = re.compile(r"<(?:[a-z]+:)?([a-z_]+)>")
 _ANY = re.compile(r"<any\(([^)]*)\):[a-z_]+>")

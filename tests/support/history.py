@@ -8,6 +8,18 @@ from app.context import Context
 from app.models import Build, Deployment
 
 SHA = "a" * 40
+# The pipeline these rows belong to: staging, then production with manual approval.
+PIPELINE = """\
+projects:
+  shop:
+    provider: github
+    repo: acme/shop
+    webhook_secret: ${WEBHOOK_SECRET}
+    build: {artifact: dist}
+    environments:
+      staging: {branches: [main], hosts: [local], path: /srv/shop}
+      production: {promote_from: staging, approval: manual, hosts: [local], path: /srv/prod}
+"""
 
 
 def add_build(ctx: Context, sha: str = SHA, state: str = "succeeded",
