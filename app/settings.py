@@ -74,3 +74,9 @@ def named_tokens(api_token: str | None, listed: str) -> tuple[tuple[str, str], .
                                 + (" (admin is CONVEYOR_API_TOKEN's)" if name == ADMIN else ""))
         tokens.append((name, token))
     return tuple(tokens)
+
+
+def mirror_path(data_dir: Path, project: str) -> Path:
+    """Where a machine keeps the project's bare git mirror: the build, deploy and chat jobs
+    make and read it there, and the dashboard reads it when it runs on the same machine."""
+    return data_dir / "mirrors" / f"{project}.git"

@@ -39,11 +39,6 @@ def git_env(ssh: Ssh | None = None, origin: str | None = None, *,
     return env
 
 
-def mirror_path(data_dir: Path, project: str) -> Path:
-    """Where this machine keeps the project's bare mirror."""
-    return data_dir / "mirrors" / f"{project}.git"
-
-
 class GitError(Exception):
     """git could not run, or exited non-zero; the message is git's own last line."""
 

@@ -21,7 +21,8 @@ from pathlib import Path
 from app import pipeline
 from app.config import Ssh
 from app.context import Context
-from workers.git import GitError, git_env, mirror_path, read
+from app.settings import mirror_path
+from workers.git import GitError, git_env, read
 
 log = logging.getLogger(__name__)
 _SHA = re.compile(r"^[0-9a-f]{40}$")

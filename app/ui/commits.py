@@ -1,9 +1,9 @@
 """The commits a promotion adds to what is live, read from the project's git mirror when it
 is on the web machine (one machine runs both), else what the database knows (their shas).
 
-The web process never imports `workers`; the mirror's place is the one `workers.git`
-keeps (`<data dir>/mirrors/<project>.git`), and git runs here with no remote, no prompt
-and no configuration of the user's."""
+The web process never imports `workers`; the mirror's place is `app.settings.mirror_path`,
+which the workers use too, and git runs here with no remote, no prompt and no configuration
+of the user's."""
 
 from __future__ import annotations
 
@@ -26,11 +26,6 @@ class Commit:
     sha: str
     subject: str = ""
     author: str = ""
-
-
-def mirror_path(data_dir: Path, project: str) -> Path:
-    """Where this machine keeps the project's bare mirror (as `workers.git.mirror_path`)."""
-    return data_dir / "mirrors" / f"{project}.git"
 
 
 def from_mirror(mirror: Path, live: str | None, sha: str,

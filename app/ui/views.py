@@ -23,6 +23,7 @@ from werkzeug.exceptions import HTTPException
 from app import auth, logs, pipeline
 from app.context import Context
 from app.models import Deployment
+from app.settings import mirror_path
 from app.ui import commits, reads
 from app.ui.signin import check_csrf, sign_in, sign_out, signed_in
 from app.web import context
@@ -109,7 +110,7 @@ def approval(deployment_id: int):  # type: ignore[no-untyped-def]
     ctx = context()
     row = reads.deployment(ctx, deployment_id) or abort(404)
     live = reads.live_sha(ctx, row)
-    mirror = commits.mirror_path(ctx.settings.data_dir, row.project)
+    mirror = mirror_path(ctx.settings.data_dir, row.project)
     found = commits.from_mirror(mirror, live, row.sha)
     from_mirror = found is not None
     if found is None:
