@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
 
 from app.context import Context
 from app.models import (
@@ -61,29 +62,49 @@ def cursor_of(value: str | None) -> int | None:
     return int(value)
 
 
+@dataclass(frozen=True)
+class Running:
+    """What Conveyor last put on one host of an environment, and since when."""
+
+    release: str
+    sha: str | None
+    since: datetime | None
+    deployment: int | None
+
+
+def running_on_hosts(session: Session) -> dict[tuple[str, str, str], Running]:
+    """(project, environment, host) → the release live there, as far as Conveyor's
+    deployments know; two queries, whatever the number of hosts."""
+    live = [row for row in session.scalars(select(HostRelease)) if row.live_release]
+    wanted = {row.live_release for row in live}
+    releases = {(r.project, r.environment, r.release_id): r for r in session.scalars(
+        select(Release).where(Release.release_id.in_(wanted)))} if wanted else {}
+    answer = {}
+    for row in live:
+        release = releases.get((row.project, row.environment, row.live_release))
+        answer[(row.project, row.environment, row.host)] = Running(
+            release=row.live_release or "", sha=release.sha if release else None,
+            since=release.live_at if release and release.live_at else row.updated_at,
+            deployment=row.deployment_id)
+    return answer
+
+
 def projects(ctx: Context) -> list[dict[str, Any]]:
     """Every configured project, its environments, and the release live on each host (with
     its commit and since when), as far as Conveyor's deployments know."""
     with ctx.db.session() as session:
-        live = {(row.project, row.environment, row.host): row
-                for row in session.scalars(select(HostRelease))}
-        wanted = {row.live_release for row in live.values() if row.live_release}
-        releases = {(r.project, r.environment, r.release_id): r for r in session.scalars(
-            select(Release).where(Release.release_id.in_(wanted)))} if wanted else {}
+        running = running_on_hosts(session)
     answer = []
     for project in ctx.config.projects.values():
         environments = []
         for env in project.environments.values():
             hosts = []
             for host in env.hosts:
-                row = live.get((project.name, env.name, host.spec))
-                release = releases.get((project.name, env.name, row.live_release)) if (
-                    row and row.live_release) else None
-                since = release.live_at if release and release.live_at else (
-                    row.updated_at if row and row.live_release else None)
-                hosts.append({"host": host.spec, "release": row.live_release if row else None,
-                              "sha": release.sha if release else None, "since": _time(since),
-                              "deployment": row.deployment_id if row else None})
+                now = running.get((project.name, env.name, host.spec))
+                hosts.append({"host": host.spec, "release": now.release if now else None,
+                              "sha": now.sha if now else None,
+                              "since": _time(now.since) if now else None,
+                              "deployment": now.deployment if now else None})
             environments.append({"name": env.name, "approval": env.approval,
                                  "promote_from": env.promote_from, "url": env.url,
                                  "hosts": hosts})

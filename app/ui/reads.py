@@ -14,8 +14,9 @@ from sqlalchemy import select
 
 from app import dora as dora_figures
 from app.context import Context
-from app.models import AuditEntry, Build, Deployment, DeploymentHost, HostRelease, Release
+from app.models import AuditEntry, Build, Deployment, DeploymentHost
 from app.pipeline.deployments import live_deployment
+from app.queries import Running, running_on_hosts
 
 RECENT = 25
 
@@ -109,14 +110,15 @@ def overview(ctx: Context) -> list[ProjectView]:
     """Every configured project and environment with the release live on each host."""
     projects = []
     with ctx.db.session() as session:
+        running = running_on_hosts(session)
         for project in ctx.config.projects.values():
             envs = []
             for env in project.environments.values():
                 live = live_deployment(session, project.name, env.name)
                 envs.append(EnvironmentView(
                     project=project.name, name=env.name,
-                    hosts=_hosts_live(session, project.name, env.name,
-                                      [h.spec for h in env.hosts]),
+                    hosts=[_host_live(running, project.name, env.name, h.spec)
+                           for h in env.hosts],
                     live=_row(live) if live else None, approval=env.approval,
                     promote_from=env.promote_from))
             projects.append(ProjectView(name=project.name, repo=project.repo,
@@ -203,21 +205,11 @@ def audit(ctx: Context, deployment_id: int, limit: int = 50) -> list[dict[str, A
                 for e in entries]
 
 
-def _hosts_live(session, project: str, environment: str,  # type: ignore[no-untyped-def]
-                configured: list[str]) -> list[HostLive]:
-    rows = {r.host: r for r in session.scalars(select(HostRelease).filter_by(
-        project=project, environment=environment))}
-    releases = {r.release_id: r for r in session.scalars(select(Release).filter_by(
-        project=project, environment=environment))}
-    hosts = []
-    for spec in configured:
-        live = rows[spec].live_release if spec in rows else None
-        release = releases.get(live) if live else None
-        since = (release.live_at if release and release.live_at else
-                 rows[spec].updated_at if spec in rows else None)
-        hosts.append(HostLive(host=spec, release=live, sha=release.sha if release else None,
-                              since=since if live else None))
-    return hosts
+def _host_live(running: dict[tuple[str, str, str], Running], project: str,
+               environment: str, spec: str) -> HostLive:
+    now = running.get((project, environment, spec))
+    return HostLive(host=spec, release=now.release if now else None,
+                    sha=now.sha if now else None, since=now.since if now else None)
 
 
 def _row(d: Deployment, *, hosts: bool = False) -> DeploymentRow:
